@@ -1,0 +1,164 @@
+//! The composition root: the only place real clients, credential providers and the clock are
+//! made, and where settings become a running [`App`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{Audit, FileLog};
+use crate::authn::Authenticator;
+use crate::authz::{Policies, policies};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Problems, Settings, StepSettings};
+use crate::credentials::CredentialStore;
+use crate::forward::Upstreams;
+use crate::http_client::{HyperClient, SharedHttpClient};
+use crate::observe::{Metrics, Readiness};
+
+/// Why stepgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration or policies are invalid (exit 1).
+    #[error("{0}")]
+    Invalid(Problems),
+    /// Something at run time failed (exit 2).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The outside world, injected.
+#[derive(Clone)]
+pub struct Deps {
+    /// Outbound HTTP.
+    pub http: SharedHttpClient,
+    /// Time.
+    pub clock: SharedClock,
+    /// TLS crypto provider.
+    pub crypto: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Deps {
+    /// The real ones: hyper + rustls (ring) with system roots, the system clock.
+    pub fn real() -> Result<Self, StartError> {
+        let crypto = Arc::new(rustls::crypto::ring::default_provider());
+        let http = HyperClient::new(crypto.clone()).map_err(|e| {
+            StartError::Runtime(format!("cannot load the system's root certificates: {e}"))
+        })?;
+        Ok(Self {
+            http: Arc::new(http),
+            clock: Arc::new(SystemClock),
+            crypto,
+        })
+    }
+}
+
+/// Everything a request needs.
+pub struct App {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Steps by name.
+    pub steps: BTreeMap<String, Arc<StepSettings>>,
+    /// Authentication.
+    pub authn: Authenticator,
+    /// Authorization.
+    pub policies: Policies,
+    /// Audit.
+    pub audit: Audit,
+    /// Forwarding.
+    pub upstreams: Upstreams,
+    /// Time.
+    pub clock: SharedClock,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// TLS crypto provider.
+    pub crypto: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+impl App {
+    /// Loads policies, opens the audit log and builds every stage.
+    pub fn build(settings: Settings, deps: Deps) -> Result<Self, StartError> {
+        let sources = policies::read_dir(&settings.policies_dir).map_err(StartError::Invalid)?;
+        let bundle = policies::build(&sources, &settings.steps).map_err(StartError::Invalid)?;
+        let clock = deps.clock.clone();
+        let (log, head) = FileLog::open(&settings.audit_path, move || rfc3339(clock.now()))
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        tracing::info!(
+            message = "Audit log open.",
+            path = %settings.audit_path.display(),
+            last_seq = head.seq
+        );
+        let authn = Authenticator::new(&settings.issuers, deps.http.clone(), deps.clock.clone());
+        let upstreams = Upstreams {
+            http: deps.http.clone(),
+            clock: deps.clock.clone(),
+            credentials: CredentialStore::from_settings(&settings.credentials),
+            timeout: settings.server.upstream_timeout,
+        };
+        let steps = settings
+            .steps
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
+        Ok(Self {
+            steps,
+            authn,
+            policies: Policies::new(bundle),
+            audit: Audit::new(log),
+            upstreams,
+            clock: deps.clock,
+            metrics: Metrics::default(),
+            crypto: deps.crypto,
+            settings,
+        })
+    }
+
+    /// Now, as an audit timestamp.
+    pub fn rfc3339_now(&self) -> String {
+        rfc3339(self.clock.now())
+    }
+
+    /// Readiness: audit writable, policies loaded, issuers reachable once.
+    pub fn readiness(&self) -> Readiness {
+        let issuers: BTreeMap<String, bool> = self
+            .authn
+            .issuers()
+            .map(|i| (i.name().to_string(), i.keys().ever_loaded()))
+            .collect();
+        let audit = self.audit.is_healthy();
+        let any_issuer = issuers.is_empty() || issuers.values().any(|v| *v);
+        Readiness {
+            ready: audit && any_issuer,
+            audit,
+            policies: true,
+            issuers,
+        }
+    }
+
+    /// Fetches issuer keys now, then keeps retrying those that failed in the background.
+    pub fn spawn_issuer_warmup(self: &Arc<Self>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let failed = app.authn.warm().await;
+                for (name, e) in &failed {
+                    tracing::warn!(message = "Issuer keys unavailable; will retry.", issuer = %name, error = %e);
+                }
+                if failed.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! Authenticate: bearer token (`Authorization` or `Proxy-Authorization`) -> [`Identity`].
+
+pub mod identity;
+pub mod issuer;
+pub mod jwks;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+pub use identity::Identity;
+use issuer::{BearerJwt, Issuer, IssuerMap, claimed_issuer};
+pub use jwks::KeysUnavailable;
+
+use crate::clock::SharedClock;
+use crate::config::IssuerSettings;
+use crate::http_client::SharedHttpClient;
+
+/// Longest bearer token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a caller is not authenticated. `description()` is what the caller is told.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthnError {
+    /// No bearer token.
+    #[error("no bearer token")]
+    Missing,
+    /// Not a JWS compact token, or claims of the wrong shape.
+    #[error("token is malformed")]
+    Malformed,
+    /// Larger than [`MAX_TOKEN_BYTES`].
+    #[error("token is too large")]
+    TooLarge,
+    /// `iss` names no configured issuer.
+    #[error("issuer not trusted")]
+    UntrustedIssuer,
+    /// Past `exp` (plus leeway).
+    #[error("token expired")]
+    Expired,
+    /// Before `nbf`/`iat` (minus leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `aud` contains none of the issuer's audiences.
+    #[error("audience not accepted")]
+    Audience,
+    /// Signature does not verify.
+    #[error("signature does not verify")]
+    Signature,
+    /// No key of the issuer matches the token's `kid`/`alg`.
+    #[error("signing key not known")]
+    UnknownKey,
+    /// `alg` not allowed for the issuer.
+    #[error("algorithm not accepted")]
+    Algorithm,
+    /// A header stepgate does not accept (`typ`, `crit`, `cty`, JWE).
+    #[error("token type or header not accepted")]
+    Unsupported,
+    /// The issuer's keys cannot be fetched: fail closed with 503.
+    #[error(transparent)]
+    KeysUnavailable(KeysUnavailable),
+    /// A bug or broken configuration.
+    #[error("internal authentication error: {0}")]
+    Internal(String),
+}
+
+impl AuthnError {
+    /// Short reason for `error_description` and the audit record; never echoes the token.
+    pub fn description(&self) -> String {
+        match self {
+            AuthnError::KeysUnavailable(_) => "issuer keys unavailable".into(),
+            AuthnError::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// All trusted issuers.
+pub struct Authenticator {
+    issuers: IssuerMap,
+}
+
+impl Authenticator {
+    /// Builds the issuers; keys are fetched lazily (and by [`Authenticator::warm`]).
+    pub fn new(settings: &[IssuerSettings], http: SharedHttpClient, clock: SharedClock) -> Self {
+        let issuers = settings
+            .iter()
+            .map(|s| {
+                (
+                    s.issuer.clone(),
+                    Arc::new(Issuer::new(s.clone(), http.clone(), clock.clone())),
+                )
+            })
+            .collect();
+        Self { issuers }
+    }
+
+    /// The configured issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.values()
+    }
+
+    /// Fetches every issuer's keys once; returns the names of those that failed.
+    pub async fn warm(&self) -> Vec<(String, KeysUnavailable)> {
+        let mut failed = Vec::new();
+        for i in self.issuers.values() {
+            if let Err(e) = i.keys().warm().await {
+                failed.push((i.name().to_string(), e));
+            }
+        }
+        failed
+    }
+
+    /// Authenticates a request by its headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthnError> {
+        let token = bearer(headers)?;
+        self.verify_token(token).await
+    }
+
+    /// Verifies a raw bearer token (also used by `stepgate explain`).
+    pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthnError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthnError::TooLarge);
+        }
+        let jwt: BearerJwt = token.parse().map_err(|_| AuthnError::Malformed)?;
+        let iss = claimed_issuer(&jwt).ok_or(AuthnError::Malformed)?;
+        let issuer = self.issuers.get(&iss).ok_or(AuthnError::UntrustedIssuer)?;
+        issuer.verify(&jwt).await
+    }
+}
+
+/// The bearer token from `Authorization`, else `Proxy-Authorization`; scheme case-insensitive.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthnError> {
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+    ] {
+        if let Some(v) = headers.get(&name) {
+            let v = v.to_str().map_err(|_| AuthnError::Malformed)?;
+            let (scheme, rest) = v.split_once(' ').ok_or(AuthnError::Malformed)?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                let t = rest.trim();
+                return if t.is_empty() {
+                    Err(AuthnError::Missing)
+                } else {
+                    Ok(t)
+                };
+            }
+            if name == http::header::AUTHORIZATION {
+                // Another scheme in Authorization (e.g. an AWS signature): look at Proxy-Authorization.
+                continue;
+            }
+            return Err(AuthnError::Malformed);
+        }
+    }
+    Err(AuthnError::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_comes_from_either_header() {
+        assert_eq!(
+            bearer(&h(&[("authorization", "Bearer abc")])).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            bearer(&h(&[("authorization", "bearer abc")])).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            bearer(&h(&[
+                ("authorization", "AWS4-HMAC-SHA256 x"),
+                ("proxy-authorization", "Bearer t")
+            ]))
+            .unwrap(),
+            "t"
+        );
+        assert!(matches!(bearer(&h(&[])), Err(AuthnError::Missing)));
+        assert!(matches!(
+            bearer(&h(&[("authorization", "Basic x")])),
+            Err(AuthnError::Missing)
+        ));
+    }
+}

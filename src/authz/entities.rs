@@ -1,0 +1,197 @@
+//! Identity, step and request facts -> Cedar entities and context. Pure.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+
+use crate::authn::Identity;
+use crate::clock::unix_secs;
+use crate::config::{AttrValue, StepSettings};
+
+/// Request facts visible to policies as `context`.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    /// The caller's address.
+    pub source_ip: IpAddr,
+    /// Decision time.
+    pub now: SystemTime,
+    /// The start input, when there is one.
+    pub input: Option<serde_json::Value>,
+}
+
+/// Why entities could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EntityError(pub String);
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, EntityError> {
+    let t = EntityTypeName::from_str(ty).map_err(|e| EntityError(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+/// `Caller::"<issuer>/<sub>"` with `Group` parents and claim tags.
+pub fn caller(identity: &Identity) -> Result<Entity, EntityError> {
+    let mut attrs = vec![
+        (
+            "issuer".to_string(),
+            RestrictedExpression::new_string(identity.issuer.clone()),
+        ),
+        (
+            "sub".to_string(),
+            RestrictedExpression::new_string(identity.sub.clone()),
+        ),
+    ];
+    if let Some(e) = &identity.email {
+        attrs.push((
+            "email".to_string(),
+            RestrictedExpression::new_string(e.clone()),
+        ));
+    }
+    let parents = identity
+        .groups
+        .iter()
+        .map(|g| uid("Group", g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tags = identity
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+    Entity::new_with_tags(
+        uid("Caller", &identity.principal_id())?,
+        attrs,
+        parents,
+        tags,
+    )
+    .map_err(|e| EntityError(e.to_string()))
+}
+
+/// The principal uid of an identity.
+pub fn caller_uid(identity: &Identity) -> Result<EntityUid, EntityError> {
+    uid("Caller", &identity.principal_id())
+}
+
+/// `Step::"<name>"` with `Pipeline` parent, `kind` and the configured attributes.
+pub fn step(s: &StepSettings) -> Result<Entity, EntityError> {
+    let mut attrs = vec![(
+        "kind".to_string(),
+        RestrictedExpression::new_string(s.kind.as_str().into()),
+    )];
+    for (k, v) in &s.attributes {
+        attrs.push((k.clone(), attr(v)));
+    }
+    Entity::new(
+        step_uid(&s.name)?,
+        attrs.into_iter().collect(),
+        [uid("Pipeline", &s.pipeline)?].into(),
+    )
+    .map_err(|e| EntityError(e.to_string()))
+}
+
+/// The uid of a step.
+pub fn step_uid(name: &str) -> Result<EntityUid, EntityError> {
+    uid("Step", name)
+}
+
+/// The uid of an action.
+pub fn action_uid(action: &str) -> Result<EntityUid, EntityError> {
+    uid("Action", action)
+}
+
+fn attr(v: &AttrValue) -> RestrictedExpression {
+    match v {
+        AttrValue::String(s) => RestrictedExpression::new_string(s.clone()),
+        AttrValue::Long(i) => RestrictedExpression::new_long(*i),
+        AttrValue::Bool(b) => RestrictedExpression::new_bool(*b),
+        AttrValue::Set(items) => RestrictedExpression::new_set(items.iter().map(attr)),
+    }
+}
+
+/// JSON -> Cedar value: objects become records, arrays sets, integers longs. Floats become
+/// their decimal text and `null` members are left out (Cedar has neither).
+pub fn json_value(v: &serde_json::Value) -> Option<RestrictedExpression> {
+    Some(match v {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => RestrictedExpression::new_long(i),
+            None => RestrictedExpression::new_string(n.to_string()),
+        },
+        serde_json::Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        serde_json::Value::Array(a) => {
+            RestrictedExpression::new_set(a.iter().filter_map(json_value))
+        }
+        serde_json::Value::Object(o) => {
+            let fields: BTreeMap<String, RestrictedExpression> = o
+                .iter()
+                .filter_map(|(k, v)| json_value(v).map(|e| (k.clone(), e)))
+                .collect();
+            RestrictedExpression::new_record(fields).ok()?
+        }
+    })
+}
+
+/// Days since the epoch -> ISO weekday (1 = Monday ... 7 = Sunday). 1970-01-01 was a Thursday.
+fn iso_weekday(days: u64) -> i64 {
+    ((days + 3) % 7 + 1) as i64
+}
+
+/// The `context` record (DESIGN.md §5).
+pub fn context(facts: &RequestFacts, identity: &Identity) -> Result<Context, EntityError> {
+    let now = unix_secs(facts.now);
+    let token_age = identity
+        .issued_at
+        .map(|iat| {
+            facts
+                .now
+                .duration_since(iat)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let mut pairs = vec![
+        (
+            "source_ip".to_string(),
+            RestrictedExpression::new_ip(facts.source_ip.to_string()),
+        ),
+        (
+            "now".to_string(),
+            RestrictedExpression::new_long(i64::try_from(now).unwrap_or(i64::MAX)),
+        ),
+        (
+            "hour_utc".to_string(),
+            RestrictedExpression::new_long(((now / 3600) % 24) as i64),
+        ),
+        (
+            "weekday_utc".to_string(),
+            RestrictedExpression::new_long(iso_weekday(now / 86_400)),
+        ),
+        (
+            "token_age_seconds".to_string(),
+            RestrictedExpression::new_long(i64::try_from(token_age).unwrap_or(i64::MAX)),
+        ),
+    ];
+    if let Some(input) = facts
+        .input
+        .as_ref()
+        .filter(|v| v.is_object())
+        .and_then(json_value)
+    {
+        pairs.push(("input".to_string(), input));
+    }
+    Context::from_pairs(pairs).map_err(|e| EntityError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weekdays_are_iso() {
+        // 1970-01-01 Thursday; 2026-11-24 is a Tuesday (day 20781).
+        assert_eq!(iso_weekday(0), 4);
+        assert_eq!(iso_weekday(20_781), 2);
+    }
+}

@@ -1,0 +1,118 @@
+//! Configuration: the raw TOML shapes (DESIGN.md §3), parsed with every problem reported.
+//!
+//! `mod.rs` holds the serde structs exactly as users write them; `validate.rs` turns them,
+//! without any I/O, into the typed [`Settings`] the rest of stepgate uses.
+
+mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+pub(crate) use validate::secure_or_loopback;
+pub use validate::{
+    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, Problem, Problems,
+    ServerSettings, Settings, StateMachineArn, StepKind, StepSettings, StepTarget, TlsFiles, load,
+    parse,
+};
+
+/// `[server]`: the listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on, `host:port`. Default `127.0.0.1:8443`.
+    pub listen: Option<String>,
+    /// PEM certificate chain. With `tls_key`; both absent means plain HTTP (loopback only).
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Largest request body accepted; bigger ones get 413. Default 262144.
+    pub max_body_bytes: Option<u64>,
+    /// Time a client has to send its request headers. Default `10s`.
+    pub header_read_timeout: Option<String>,
+    /// Time in-flight requests get to finish on SIGTERM/SIGINT. Default `30s`.
+    pub shutdown_grace: Option<String>,
+    /// Deadline for one upstream call. Default `30s`.
+    pub upstream_timeout: Option<String>,
+}
+
+/// `[policies]`: where the Cedar policies and schema live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// Folder with `*.cedar` files and `schema.cedarschema`. Default `policies`.
+    pub dir: Option<String>,
+}
+
+/// `[audit]`: the write-ahead decision log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// JSON-lines log file. Default `audit/stepgate-audit.jsonl`.
+    pub path: Option<String>,
+}
+
+/// One `[[issuers]]` block: a trusted OIDC issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Short name; callers become `Caller::"<name>/<sub>"`.
+    pub name: String,
+    /// Issuer URL; must equal the token's `iss` exactly.
+    pub issuer: String,
+    /// Accepted audiences; a token's `aud` must contain at least one.
+    pub audiences: Vec<String>,
+    /// JWKS URL; default from OIDC discovery.
+    pub jwks_uri: Option<String>,
+    /// Claim whose string (or string array) value gives the caller's Cedar groups. Default `groups`.
+    pub groups_claim: Option<String>,
+    /// Allowed signature algorithms. Default `["RS256", "ES256"]`.
+    pub algorithms: Option<Vec<String>>,
+    /// Clock leeway for `exp`/`nbf`/`iat`. Default `60s`.
+    pub leeway: Option<String>,
+    /// Whether `email` counts only when `email_verified` is true. Default true.
+    pub require_verified_email: Option<bool>,
+}
+
+/// One `[credentials.NAME]` block: a credential provider, chosen by `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RawCredentials {
+    /// Long-lived AWS keys from the config file.
+    AwsStatic(RawAwsStatic),
+}
+
+/// `kind = "aws_static"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsStatic {
+    /// AWS access key id.
+    pub access_key_id: String,
+    /// AWS secret access key.
+    pub secret_access_key: Secret<String>,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<Secret<String>>,
+    /// Region used when a step gives none. Default: the step's ARN region.
+    pub region: Option<String>,
+}
+
+/// One `[steps.NAME]` block: a pipeline step callers can trigger.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Pipeline the step belongs to (its Cedar parent).
+    pub pipeline: String,
+    /// `stepfunctions` (more kinds come with later releases).
+    pub kind: String,
+    /// For `stepfunctions`: the state machine ARN.
+    pub state_machine_arn: Option<String>,
+    /// Name of a `[credentials.NAME]` block used to sign the forward.
+    pub credentials: String,
+    /// Override of the upstream endpoint (tests, private links).
+    pub endpoint: Option<String>,
+    /// Free attributes, visible to policies as `resource.<name>`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, toml::Value>,
+}

@@ -1,0 +1,787 @@
+//! Raw TOML -> typed [`Settings`], purely: no file system, no network. Every problem is
+//! collected (file, line, key, message) so `stepgate check` can show them all at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::{RawAudit, RawCredentials, RawIssuer, RawPolicies, RawServer, RawStep};
+use crate::secret::Secret;
+
+// === Problems ===
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    /// Dotted key the problem is about (`steps.nightly-load.kind`), empty for the whole file.
+    pub key: String,
+    /// What is wrong, lowercase, no final period.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Collects problems against one file.
+struct Collector<'a> {
+    file: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text
+            .get(..offset.min(self.text.len()))
+            .map(|s| s.bytes().filter(|b| *b == b'\n').count() + 1)
+            .unwrap_or(1)
+    }
+
+    fn push(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line_of(s.start));
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one section, recording its error (with the innermost span) if any.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let span = e.span().or_else(|| Some(value.span()));
+                self.push(span, key, e.message().trim().to_string());
+                None
+            }
+        }
+    }
+}
+
+// === Settings ===
+
+/// A validated configuration; paths are absolute or relative to the working directory.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file this came from.
+    pub source: PathBuf,
+    /// The listener.
+    pub server: ServerSettings,
+    /// Folder of `*.cedar` and `schema.cedarschema`.
+    pub policies_dir: PathBuf,
+    /// Audit log file.
+    pub audit_path: PathBuf,
+    /// Trusted issuers, in file order.
+    pub issuers: Vec<IssuerSettings>,
+    /// Credential providers by name.
+    pub credentials: BTreeMap<String, CredentialSettings>,
+    /// Steps by name.
+    pub steps: BTreeMap<String, StepSettings>,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS files; `None` = plain HTTP on loopback.
+    pub tls: Option<TlsFiles>,
+    /// Body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Header read timeout.
+    pub header_read_timeout: Duration,
+    /// Drain bound on shutdown.
+    pub shutdown_grace: Duration,
+    /// Upstream call deadline.
+    pub upstream_timeout: Duration,
+}
+
+/// Certificate chain and key files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// One trusted issuer, validated.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// Short name.
+    pub name: String,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted audiences (non-empty).
+    pub audiences: Vec<String>,
+    /// JWKS URL override.
+    pub jwks_uri: Option<String>,
+    /// Groups claim name.
+    pub groups_claim: String,
+    /// Allowed JWS algorithms (names as in JOSE: `RS256`, `ES256`).
+    pub algorithms: Vec<String>,
+    /// Clock leeway.
+    pub leeway: Duration,
+    /// `email` only counts when `email_verified` is true.
+    pub require_verified_email: bool,
+}
+
+/// A credential provider's settings.
+#[derive(Debug, Clone)]
+pub enum CredentialSettings {
+    /// Static AWS keys.
+    AwsStatic(AwsStaticSettings),
+}
+
+/// `aws_static`.
+#[derive(Debug, Clone)]
+pub struct AwsStaticSettings {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: Secret<String>,
+    /// Session token.
+    pub session_token: Option<Secret<String>>,
+}
+
+/// A step kind (Cedar attribute `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// AWS Step Functions.
+    StepFunctions,
+}
+
+impl StepKind {
+    /// The name used in config and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::StepFunctions => "stepfunctions",
+        }
+    }
+}
+
+/// Where a step's triggers go.
+#[derive(Debug, Clone)]
+pub enum StepTarget {
+    /// A Step Functions state machine.
+    StepFunctions {
+        /// The parsed state machine ARN.
+        arn: StateMachineArn,
+        /// Endpoint base URL (`https://states.<region>.amazonaws.com` unless overridden).
+        endpoint: http::Uri,
+    },
+}
+
+/// `arn:<partition>:states:<region>:<account>:stateMachine:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMachineArn {
+    /// The whole ARN.
+    pub arn: String,
+    /// Partition (`aws`, `aws-cn`, ...).
+    pub partition: String,
+    /// Region.
+    pub region: String,
+    /// Account id.
+    pub account: String,
+    /// State machine name.
+    pub name: String,
+}
+
+impl StateMachineArn {
+    /// Parses a state machine ARN.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            [
+                "arn",
+                partition,
+                "states",
+                region,
+                account,
+                "stateMachine",
+                name,
+            ] if !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && !name.is_empty() =>
+            {
+                Ok(Self {
+                    arn: s.to_string(),
+                    partition: partition.to_string(),
+                    region: region.to_string(),
+                    account: account.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "`{s}` is not a state machine ARN (arn:aws:states:<region>:<account>:stateMachine:<name>)"
+            )),
+        }
+    }
+
+    /// The ARN prefix every execution of this machine has: `arn:..:execution:<name>:`.
+    pub fn execution_prefix(&self) -> String {
+        format!(
+            "arn:{}:states:{}:{}:execution:{}:",
+            self.partition, self.region, self.account, self.name
+        )
+    }
+}
+
+/// A step attribute value (Cedar: String, Long, Bool or Set of those).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// A string.
+    String(String),
+    /// An integer.
+    Long(i64),
+    /// A boolean.
+    Bool(bool),
+    /// A set.
+    Set(Vec<AttrValue>),
+}
+
+/// One step, validated.
+#[derive(Debug, Clone)]
+pub struct StepSettings {
+    /// Step name.
+    pub name: String,
+    /// Pipeline (Cedar parent).
+    pub pipeline: String,
+    /// Kind.
+    pub kind: StepKind,
+    /// Upstream target.
+    pub target: StepTarget,
+    /// Credential provider name (exists in `Settings::credentials`).
+    pub credentials: String,
+    /// Policy-visible attributes.
+    pub attributes: BTreeMap<String, AttrValue>,
+}
+
+// === Loading ===
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Settings, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text as if read from `path` (relative paths resolve against its folder).
+pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
+    let mut c = Collector {
+        file: path,
+        text,
+        problems: Vec::new(),
+    };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in syntax {
+        c.push(e.span(), "", e.message().trim().to_string());
+    }
+    if !c.problems.is_empty() {
+        return Err(Problems(c.problems));
+    }
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+
+    let mut server = RawServer::default();
+    let mut policies = RawPolicies::default();
+    let mut audit = RawAudit::default();
+    let mut issuers = Vec::new();
+    let mut credentials = BTreeMap::new();
+    let mut steps = BTreeMap::new();
+    let mut cred_spans = BTreeMap::new();
+    let mut step_spans = BTreeMap::new();
+
+    for (key, value) in root.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "server" => server = c.section(key.get_ref(), value).unwrap_or_default(),
+            "policies" => policies = c.section(key.get_ref(), value).unwrap_or_default(),
+            "audit" => audit = c.section(key.get_ref(), value).unwrap_or_default(),
+            "issuers" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(raw) = c.section::<RawIssuer>(&format!("issuers[{i}]"), item) {
+                            issuers.push((raw, item.span()));
+                        }
+                    }
+                }
+                _ => c.push(Some(value.span()), "issuers", "must be an array of tables ([[issuers]])"),
+            },
+            "credentials" => match value.get_ref() {
+                DeValue::Table(t) => {
+                    for (name, item) in t.iter() {
+                        let k = format!("credentials.{}", name.get_ref());
+                        cred_spans.insert(name.get_ref().to_string(), item.span());
+                        if let Some(raw) = c.section::<RawCredentials>(&k, item) {
+                            credentials.insert(name.get_ref().to_string(), raw);
+                        }
+                    }
+                }
+                _ => c.push(Some(value.span()), "credentials", "must be a table of tables"),
+            },
+            "steps" => match value.get_ref() {
+                DeValue::Table(t) => {
+                    for (name, item) in t.iter() {
+                        let k = format!("steps.{}", name.get_ref());
+                        step_spans.insert(name.get_ref().to_string(), item.span());
+                        if let Some(raw) = c.section::<RawStep>(&k, item) {
+                            steps.insert(name.get_ref().to_string(), raw);
+                        }
+                    }
+                }
+                _ => c.push(Some(value.span()), "steps", "must be a table of tables"),
+            },
+            other => c.push(
+                Some(key.span()),
+                other,
+                format!("unknown key `{other}`, expected one of `server`, `policies`, `audit`, `issuers`, `credentials`, `steps`"),
+            ),
+        }
+    }
+
+    let server = validate_server(&mut c, &base, server);
+    let policies_dir = base.join(policies.dir.as_deref().unwrap_or("policies"));
+    let audit_path = base.join(
+        audit
+            .path
+            .as_deref()
+            .unwrap_or("audit/stepgate-audit.jsonl"),
+    );
+
+    let mut issuer_settings = Vec::new();
+    for (i, (raw, span)) in issuers.into_iter().enumerate() {
+        if let Some(s) = validate_issuer(&mut c, &format!("issuers[{i}]"), span.clone(), raw) {
+            if issuer_settings
+                .iter()
+                .any(|o: &IssuerSettings| o.name == s.name || o.issuer == s.issuer)
+            {
+                c.push(
+                    Some(span),
+                    &format!("issuers[{i}]"),
+                    format!("issuer `{}` is configured twice", s.name),
+                );
+            }
+            issuer_settings.push(s);
+        }
+    }
+
+    let mut cred_settings = BTreeMap::new();
+    for (name, raw) in credentials {
+        let RawCredentials::AwsStatic(a) = raw;
+        if a.access_key_id.trim().is_empty() || a.secret_access_key.expose().trim().is_empty() {
+            let span = cred_spans.get(&name).cloned();
+            c.push(
+                span,
+                &format!("credentials.{name}"),
+                "`access_key_id` and `secret_access_key` must not be empty",
+            );
+        }
+        cred_settings.insert(
+            name,
+            CredentialSettings::AwsStatic(AwsStaticSettings {
+                access_key_id: a.access_key_id,
+                secret_access_key: a.secret_access_key,
+                session_token: a.session_token,
+            }),
+        );
+    }
+
+    let mut step_settings = BTreeMap::new();
+    for (name, raw) in steps {
+        let span = step_spans.get(&name).cloned();
+        if let Some(s) = validate_step(&mut c, &name, span, raw, &cred_settings) {
+            step_settings.insert(name, s);
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(Problems(c.problems));
+    }
+    Ok(Settings {
+        source: path.to_path_buf(),
+        server: server.ok_or_else(|| Problems(Vec::new()))?,
+        policies_dir,
+        audit_path,
+        issuers: issuer_settings,
+        credentials: cred_settings,
+        steps: step_settings,
+    })
+}
+
+fn duration(c: &mut Collector<'_>, key: &str, v: Option<&str>, default: Duration) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) => d,
+            Err(e) => {
+                c.push(
+                    None,
+                    key,
+                    format!("`{s}` is not a duration (like \"30s\" or \"5m\"): {e}"),
+                );
+                default
+            }
+        },
+    }
+}
+
+fn validate_server(c: &mut Collector<'_>, base: &Path, raw: RawServer) -> Option<ServerSettings> {
+    let listen_s = raw.listen.as_deref().unwrap_or("127.0.0.1:8443");
+    let listen = match listen_s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.push(
+                None,
+                "server.listen",
+                format!("`{listen_s}` is not an address like `127.0.0.1:8443`"),
+            );
+            None
+        }
+    };
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None) => None,
+        _ => {
+            c.push(
+                None,
+                "server",
+                "`tls_cert` and `tls_key` must be given together",
+            );
+            None
+        }
+    };
+    if let Some(a) = listen {
+        if tls.is_none() && !a.ip().is_loopback() {
+            c.push(
+                None,
+                "server.listen",
+                format!("plain HTTP is only allowed on a loopback address, not `{a}`: set `tls_cert` and `tls_key`"),
+            );
+        }
+    }
+    let max_body = raw.max_body_bytes.unwrap_or(262_144);
+    if max_body == 0 || max_body > 64 * 1024 * 1024 {
+        c.push(
+            None,
+            "server.max_body_bytes",
+            "must be between 1 and 67108864",
+        );
+    }
+    let header_read_timeout = duration(
+        c,
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let shutdown_grace = duration(
+        c,
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_deref(),
+        Duration::from_secs(30),
+    );
+    let upstream_timeout = duration(
+        c,
+        "server.upstream_timeout",
+        raw.upstream_timeout.as_deref(),
+        Duration::from_secs(30),
+    );
+    Some(ServerSettings {
+        listen: listen?,
+        tls,
+        max_body_bytes: usize::try_from(max_body).unwrap_or(262_144),
+        header_read_timeout,
+        shutdown_grace,
+        upstream_timeout,
+    })
+}
+
+/// True for `https://` URLs, and for `http://` URLs on a loopback host.
+pub(crate) fn secure_or_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(h)) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+const KNOWN_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn validate_issuer(
+    c: &mut Collector<'_>,
+    key: &str,
+    span: std::ops::Range<usize>,
+    raw: RawIssuer,
+) -> Option<IssuerSettings> {
+    let before = c.problems.len();
+    if raw.name.is_empty() || raw.name.contains('/') {
+        c.push(
+            Some(span.clone()),
+            &format!("{key}.name"),
+            "must be non-empty and contain no `/`",
+        );
+    }
+    if !secure_or_loopback(&raw.issuer) {
+        c.push(
+            Some(span.clone()),
+            &format!("{key}.issuer"),
+            format!(
+                "`{}` must be an https URL (http only on loopback)",
+                raw.issuer
+            ),
+        );
+    }
+    if let Some(j) = &raw.jwks_uri {
+        if !secure_or_loopback(j) {
+            c.push(
+                Some(span.clone()),
+                &format!("{key}.jwks_uri"),
+                format!("`{j}` must be an https URL (http only on loopback)"),
+            );
+        }
+    }
+    if raw.audiences.is_empty() || raw.audiences.iter().any(|a| a.is_empty()) {
+        c.push(
+            Some(span.clone()),
+            &format!("{key}.audiences"),
+            "must list at least one non-empty audience",
+        );
+    }
+    let algorithms = raw
+        .algorithms
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
+    for a in &algorithms {
+        if !KNOWN_ALGS.contains(&a.as_str()) {
+            c.push(
+                Some(span.clone()),
+                &format!("{key}.algorithms"),
+                format!(
+                    "`{a}` is not an accepted algorithm; use one of {}",
+                    KNOWN_ALGS.join(", ")
+                ),
+            );
+        }
+    }
+    let leeway = duration(
+        c,
+        &format!("{key}.leeway"),
+        raw.leeway.as_deref(),
+        Duration::from_secs(60),
+    );
+    if leeway > Duration::from_secs(300) {
+        c.push(
+            Some(span.clone()),
+            &format!("{key}.leeway"),
+            "must be at most 5m",
+        );
+    }
+    (c.problems.len() == before).then(|| IssuerSettings {
+        name: raw.name,
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        jwks_uri: raw.jwks_uri,
+        groups_claim: raw.groups_claim.unwrap_or_else(|| "groups".into()),
+        algorithms,
+        leeway,
+        require_verified_email: raw.require_verified_email.unwrap_or(true),
+    })
+}
+
+fn attr_value(v: &toml::Value) -> Result<AttrValue, String> {
+    match v {
+        toml::Value::String(s) => Ok(AttrValue::String(s.clone())),
+        toml::Value::Integer(i) => Ok(AttrValue::Long(*i)),
+        toml::Value::Boolean(b) => Ok(AttrValue::Bool(*b)),
+        toml::Value::Array(a) => a
+            .iter()
+            .map(attr_value)
+            .collect::<Result<_, _>>()
+            .map(AttrValue::Set),
+        other => Err(format!(
+            "a {} cannot be a policy attribute (use a string, integer, boolean or array)",
+            other.type_str()
+        )),
+    }
+}
+
+/// Step names appear in URLs and Cedar ids: keep them to a safe alphabet.
+pub(crate) fn valid_step_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn validate_step(
+    c: &mut Collector<'_>,
+    name: &str,
+    span: Option<std::ops::Range<usize>>,
+    raw: RawStep,
+    creds: &BTreeMap<String, CredentialSettings>,
+) -> Option<StepSettings> {
+    let key = format!("steps.{name}");
+    let before = c.problems.len();
+    if !valid_step_name(name) {
+        c.push(
+            span.clone(),
+            &key,
+            "step names use only letters, digits, `-`, `_` and `.` (at most 128)",
+        );
+    }
+    if raw.pipeline.is_empty() {
+        c.push(
+            span.clone(),
+            &format!("{key}.pipeline"),
+            "must not be empty",
+        );
+    }
+    if !creds.contains_key(&raw.credentials) {
+        c.push(
+            span.clone(),
+            &format!("{key}.credentials"),
+            format!("no `[credentials.{}]` block is configured", raw.credentials),
+        );
+    }
+    let mut attributes = BTreeMap::new();
+    for (k, v) in &raw.attributes {
+        if k == "kind" {
+            c.push(
+                span.clone(),
+                &format!("{key}.attributes.kind"),
+                "`kind` is reserved for the step kind",
+            );
+        }
+        match attr_value(v) {
+            Ok(a) => {
+                attributes.insert(k.clone(), a);
+            }
+            Err(m) => c.push(span.clone(), &format!("{key}.attributes.{k}"), m),
+        }
+    }
+    let endpoint = match &raw.endpoint {
+        None => None,
+        Some(e) if secure_or_loopback(e) => e.parse::<http::Uri>().ok(),
+        Some(e) => {
+            c.push(
+                span.clone(),
+                &format!("{key}.endpoint"),
+                format!("`{e}` must be an https URL (http only on loopback)"),
+            );
+            None
+        }
+    };
+    let (kind, target) = match raw.kind.as_str() {
+        "stepfunctions" => {
+            let Some(arn) = raw.state_machine_arn.as_deref() else {
+                c.push(
+                    span,
+                    &format!("{key}.state_machine_arn"),
+                    "required for kind `stepfunctions`",
+                );
+                return None;
+            };
+            match StateMachineArn::parse(arn) {
+                Ok(arn) => {
+                    let default = format!("https://states.{}.amazonaws.com", arn.region);
+                    let endpoint = endpoint.or_else(|| default.parse().ok())?;
+                    (
+                        StepKind::StepFunctions,
+                        StepTarget::StepFunctions { arn, endpoint },
+                    )
+                }
+                Err(m) => {
+                    c.push(span, &format!("{key}.state_machine_arn"), m);
+                    return None;
+                }
+            }
+        }
+        other => {
+            c.push(
+                span,
+                &format!("{key}.kind"),
+                format!("unknown step kind `{other}`, expected `stepfunctions`"),
+            );
+            return None;
+        }
+    };
+    (c.problems.len() == before).then(|| StepSettings {
+        name: name.to_string(),
+        pipeline: raw.pipeline,
+        kind,
+        target,
+        credentials: raw.credentials,
+        attributes,
+    })
+}
+
+#[cfg(test)]
+mod tests;

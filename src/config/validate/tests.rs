@@ -1,0 +1,145 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+
+[policies]
+dir = "policies"
+
+[audit]
+path = "audit/log.jsonl"
+
+[[issuers]]
+name = "corp"
+issuer = "https://login.example.com"
+audiences = ["stepgate"]
+
+[credentials.etl]
+kind = "aws_static"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "secret"
+
+[steps.nightly-load]
+pipeline = "nightly-etl"
+kind = "stepfunctions"
+state_machine_arn = "arn:aws:states:us-east-1:123456789012:stateMachine:nightly-load"
+credentials = "etl"
+[steps.nightly-load.attributes]
+env = "prod"
+tier = 1
+"#;
+
+fn parse_at(text: &str) -> Result<Settings, Problems> {
+    parse(text, Path::new("/etc/stepgate/stepgate.toml"))
+}
+
+#[test]
+fn a_good_file_resolves_paths_against_its_folder() {
+    let s = parse_at(GOOD).unwrap();
+    assert_eq!(s.policies_dir, Path::new("/etc/stepgate/policies"));
+    assert_eq!(s.audit_path, Path::new("/etc/stepgate/audit/log.jsonl"));
+    let step = &s.steps["nightly-load"];
+    assert_eq!(step.attributes["tier"], AttrValue::Long(1));
+    let StepTarget::StepFunctions { arn, endpoint } = &step.target;
+    assert_eq!(arn.region, "us-east-1");
+    assert_eq!(
+        endpoint.to_string(),
+        "https://states.us-east-1.amazonaws.com/"
+    );
+    assert_eq!(s.issuers[0].leeway, Duration::from_secs(60));
+}
+
+#[test]
+fn every_problem_is_reported_with_line_and_key() {
+    let text = GOOD
+        .replace("dir = \"policies\"", "dir = \"policies\"\ndri = \"x\"")
+        .replace("credentials = \"etl\"", "credentials = \"nope\"")
+        .replace(
+            "audiences = [\"stepgate\"]",
+            "audiences = [\"stepgate\"]\naudience = \"x\"",
+        );
+    let err = parse_at(&text).unwrap_err();
+    let all = err.to_string();
+    assert!(
+        all.contains("/etc/stepgate/stepgate.toml:7: policies: unknown field `dri`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("issuers[0]: unknown field `audience`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("steps.nightly-load.credentials: no `[credentials.nope]` block"),
+        "{all}"
+    );
+    assert_eq!(err.0.len(), 3, "{all}");
+}
+
+#[test]
+fn an_unknown_key_in_any_table_is_rejected() {
+    for (anchor, table) in [
+        ("[server]\n", "server"),
+        ("[policies]\n", "policies"),
+        ("[audit]\n", "audit"),
+        ("name = \"corp\"\n", "issuers[0]"),
+        ("kind = \"aws_static\"\n", "credentials.etl"),
+        ("pipeline = \"nightly-etl\"\n", "steps.nightly-load"),
+    ] {
+        let text = GOOD.replacen(anchor, &format!("{anchor}typo_key = 1\n"), 1);
+        let err = parse_at(&text).expect_err(table);
+        assert!(err.to_string().contains(table), "{table}: {err}");
+        assert!(err.to_string().contains("typo_key"), "{table}: {err}");
+    }
+    let err = parse_at(&format!("{GOOD}\n[extra]\na = 1\n")).unwrap_err();
+    assert!(err.to_string().contains("unknown key `extra`"), "{err}");
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let text = GOOD.replace("127.0.0.1:8443", "0.0.0.0:8443");
+    let err = parse_at(&text).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("plain HTTP is only allowed on a loopback address"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_errors_carry_their_line() {
+    let err = parse_at("[server]\nlisten = \n").unwrap_err();
+    assert_eq!(err.0[0].line, Some(2), "{err}");
+}
+
+#[test]
+fn issuer_urls_must_be_https_unless_loopback() {
+    let err = parse_at(&GOOD.replace("https://login.example.com", "http://login.example.com"))
+        .unwrap_err();
+    assert!(err.to_string().contains("must be an https URL"), "{err}");
+    assert!(parse_at(&GOOD.replace("https://login.example.com", "http://127.0.0.1:9000")).is_ok());
+}
+
+#[test]
+fn unknown_kinds_and_bad_arns_are_errors() {
+    let err = parse_at(&GOOD.replace("kind = \"stepfunctions\"", "kind = \"lambda\"")).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown step kind `lambda`"),
+        "{err}"
+    );
+    let err = parse_at(&GOOD.replace("stateMachine:nightly-load", "function:x")).unwrap_err();
+    assert!(
+        err.to_string().contains("is not a state machine ARN"),
+        "{err}"
+    );
+    let err = parse_at(&GOOD.replace("aws_static", "aws_magic")).unwrap_err();
+    assert!(err.to_string().contains("aws_magic"), "{err}");
+}
+
+#[test]
+fn secrets_do_not_print_in_debug() {
+    let s = parse_at(GOOD).unwrap();
+    let dbg = format!("{:?}", s.credentials);
+    assert!(!dbg.contains("secret\""), "{dbg}");
+    assert!(dbg.contains("[redacted]"));
+}

@@ -1,0 +1,116 @@
+//! Forward: a validated, audited trigger -> the workflow API, signed with the step's
+//! credentials. Entering this stage takes a [`ValidatedTrigger`] and an [`AuditTicket`].
+
+pub mod sigv4;
+pub mod stepfunctions;
+
+use std::time::Duration;
+
+use crate::audit::AuditTicket;
+use crate::clock::SharedClock;
+use crate::config::StepTarget;
+use crate::credentials::{CredentialStore, CredentialsError};
+use crate::http_client::SharedHttpClient;
+use crate::validate::{Operation, ValidatedTrigger};
+
+/// What the upstream answered.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// An execution was started (or, idempotently, found).
+    Started {
+        /// Execution ARN / job id.
+        execution_id: String,
+    },
+    /// Execution details.
+    Described {
+        /// Execution ARN.
+        execution_id: String,
+        /// Normalized details.
+        body: serde_json::Value,
+    },
+    /// The execution was asked to stop.
+    Stopped {
+        /// Execution ARN.
+        execution_id: String,
+        /// Normalized details.
+        body: serde_json::Value,
+    },
+}
+
+impl Outcome {
+    /// The execution id, for the audit record.
+    pub fn execution_id(&self) -> &str {
+        match self {
+            Outcome::Started { execution_id }
+            | Outcome::Described { execution_id, .. }
+            | Outcome::Stopped { execution_id, .. } => execution_id,
+        }
+    }
+}
+
+/// Why the forward failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream answered with an error (its code and message kept).
+    #[error("{service} answered {status}: {code}: {message}")]
+    Answered {
+        /// Service name.
+        service: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Error code (`ExecutionAlreadyExists`).
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// Could not reach it, or its answer made no sense.
+    #[error("{0}")]
+    Transport(String),
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Credentials unusable: fail closed (503).
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+/// Everything the forward stage needs.
+pub struct Upstreams {
+    /// Outbound HTTP.
+    pub http: SharedHttpClient,
+    /// Signing time.
+    pub clock: SharedClock,
+    /// Credentials by name.
+    pub credentials: CredentialStore,
+    /// Deadline per call.
+    pub timeout: Duration,
+}
+
+/// Sends a trigger upstream. The ticket proves its decision record is durable.
+pub async fn send(
+    up: &Upstreams,
+    trigger: &ValidatedTrigger,
+    _ticket: &AuditTicket,
+) -> Result<Outcome, UpstreamError> {
+    let step = trigger.step();
+    match &step.target {
+        StepTarget::StepFunctions { arn, endpoint } => {
+            let creds = up.credentials.aws(&step.credentials).await?;
+            let sfn = stepfunctions::Client {
+                http: up.http.as_ref(),
+                clock: up.clock.as_ref(),
+                endpoint,
+                region: &arn.region,
+                creds: &creds,
+                timeout: up.timeout,
+            };
+            match trigger.operation() {
+                Operation::Start { name, input } => {
+                    sfn.start(&arn.arn, name.as_deref(), input).await
+                }
+                Operation::Describe { execution_arn } => sfn.describe(execution_arn).await,
+                Operation::Stop { execution_arn } => sfn.stop(execution_arn).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! AWS Step Functions over its JSON 1.0 protocol (`X-Amz-Target: AWSStepFunctions.<Op>`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Outcome, UpstreamError, sigv4};
+use crate::clock::Clock;
+use crate::http_client::{HttpClient, HttpError};
+
+/// One call context: endpoint, region, credentials.
+pub struct Client<'a> {
+    /// Outbound HTTP.
+    pub http: &'a dyn HttpClient,
+    /// Signing time.
+    pub clock: &'a dyn Clock,
+    /// Endpoint base URL.
+    pub endpoint: &'a http::Uri,
+    /// Signing region.
+    pub region: &'a str,
+    /// Credentials.
+    pub creds: &'a aws_credential_types::Credentials,
+    /// Deadline.
+    pub timeout: Duration,
+}
+
+impl Client<'_> {
+    /// `StartExecution`.
+    pub async fn start(
+        &self,
+        state_machine_arn: &str,
+        name: Option<&str>,
+        input: &str,
+    ) -> Result<Outcome, UpstreamError> {
+        let mut body = json!({"stateMachineArn": state_machine_arn, "input": input});
+        if let Some(n) = name {
+            body["name"] = Value::String(n.to_string());
+        }
+        let v = self.call("StartExecution", &body).await?;
+        let execution_id = str_field(&v, "executionArn")?;
+        Ok(Outcome::Started { execution_id })
+    }
+
+    /// `DescribeExecution`.
+    pub async fn describe(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
+        let v = self
+            .call("DescribeExecution", &json!({"executionArn": execution_arn}))
+            .await?;
+        let mut body = serde_json::Map::new();
+        for (ours, theirs) in [
+            ("execution_id", "executionArn"),
+            ("name", "name"),
+            ("status", "status"),
+            ("start_date", "startDate"),
+            ("stop_date", "stopDate"),
+            ("output", "output"),
+            ("error", "error"),
+            ("cause", "cause"),
+        ] {
+            if let Some(x) = v.get(theirs) {
+                body.insert(ours.into(), x.clone());
+            }
+        }
+        Ok(Outcome::Described {
+            execution_id: execution_arn.to_string(),
+            body: Value::Object(body),
+        })
+    }
+
+    /// `StopExecution`.
+    pub async fn stop(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
+        let v = self
+            .call(
+                "StopExecution",
+                &json!({"executionArn": execution_arn, "cause": "stopped through stepgate"}),
+            )
+            .await?;
+        Ok(Outcome::Stopped {
+            execution_id: execution_arn.to_string(),
+            body: json!({"execution_id": execution_arn, "stop_date": v.get("stopDate")}),
+        })
+    }
+
+    async fn call(&self, op: &str, body: &Value) -> Result<Value, UpstreamError> {
+        let bytes = Bytes::from(
+            serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
+        );
+        let host = self
+            .endpoint
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .ok_or_else(|| UpstreamError::Transport("endpoint has no host".into()))?;
+        let mut req = http::Request::post(self.endpoint.clone())
+            .header(http::header::HOST, host)
+            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .header("x-amz-target", format!("AWSStepFunctions.{op}"))
+            .body(bytes)
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        sigv4::sign_request(
+            &mut req,
+            self.creds,
+            self.region,
+            "states",
+            self.clock.now(),
+        )
+        .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
+        let resp = self
+            .http
+            .send(req, self.timeout)
+            .await
+            .map_err(|e| match e {
+                HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
+                other => UpstreamError::Transport(other.to_string()),
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return serde_json::from_slice(resp.body())
+                .map_err(|e| UpstreamError::Transport(format!("states answered non-JSON: {e}")));
+        }
+        let header_type = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Err(parse_error(status.as_u16(), header_type, resp.body()))
+    }
+}
+
+fn str_field(v: &Value, k: &str) -> Result<String, UpstreamError> {
+    v.get(k)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| UpstreamError::Transport(format!("states answer has no `{k}`")))
+}
+
+/// `com.amazonaws.sfn#Foo:http://...` -> `Foo` (as the AWS SDKs sanitize error codes).
+pub fn sanitize_code(raw: &str) -> String {
+    let cut = raw.split(':').next().unwrap_or(raw);
+    cut.rsplit('#').next().unwrap_or(cut).to_string()
+}
+
+fn xml_tag<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let end = text.get(start..)?.find(&format!("</{tag}>"))? + start;
+    text.get(start..end)
+}
+
+/// Maps an AWS JSON-protocol error (or the XML some front ends answer with) to an upstream error.
+pub fn parse_error(status: u16, header_type: Option<String>, body: &[u8]) -> UpstreamError {
+    let text = String::from_utf8_lossy(body);
+    let (code, message) = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => (
+            v.get("__type")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(header_type),
+            v.get("message")
+                .or_else(|| v.get("Message"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        ),
+        Err(_) => (
+            xml_tag(&text, "Code").map(str::to_string).or(header_type),
+            xml_tag(&text, "Message").map(str::to_string),
+        ),
+    };
+    let message = message.unwrap_or_else(|| text.chars().take(512).collect());
+    UpstreamError::Answered {
+        service: "states",
+        status,
+        code: sanitize_code(code.as_deref().unwrap_or("UnknownError")),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_sanitized_and_messages_kept() {
+        let e = parse_error(
+            400,
+            None,
+            br#"{"__type":"com.amazonaws.sfn#ExecutionAlreadyExists:http://x","message":"Execution Already Exists"}"#,
+        );
+        let UpstreamError::Answered { code, message, .. } = e else {
+            panic!()
+        };
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("ExecutionAlreadyExists", "Execution Already Exists")
+        );
+        let e = parse_error(
+            403,
+            None,
+            b"<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>bad sig</Message></Error></Errors></ErrorResponse>",
+        );
+        let UpstreamError::Answered { code, message, .. } = e else {
+            panic!()
+        };
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("SignatureDoesNotMatch", "bad sig")
+        );
+    }
+}

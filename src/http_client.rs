@@ -1,0 +1,134 @@
+//! The outbound HTTP seam: discovery, JWKS and upstream calls go through `HttpClient`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest response body stepgate reads from any peer (JWKS, discovery, workflow APIs).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why an outbound call failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Connecting or exchanging the request failed.
+    #[error("request to `{host}` failed: {detail}")]
+    Transport {
+        /// Host of the peer.
+        host: String,
+        /// What the transport said.
+        detail: String,
+    },
+    /// The peer did not answer within the deadline.
+    #[error("request to `{host}` timed out after {after:?}")]
+    Timeout {
+        /// Host of the peer.
+        host: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The response body was larger than [`MAX_RESPONSE_BYTES`].
+    #[error("response from `{host}` is larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge {
+        /// Host of the peer.
+        host: String,
+    },
+}
+
+/// Sends one request and reads the whole (bounded) response.
+pub trait HttpClient: Send + Sync {
+    /// Sends `req`, giving up after `timeout`.
+    fn send(
+        &self,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Response<Bytes>, HttpError>>;
+}
+
+/// Shared client handle.
+pub type SharedHttpClient = Arc<dyn HttpClient>;
+
+/// The real client: hyper over rustls (HTTP/1.1 and HTTP/2 by ALPN), pooled keep-alive.
+pub struct HyperClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl HyperClient {
+    /// Builds the client with the system's root certificates.
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> std::io::Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider)?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self { client })
+    }
+}
+
+impl HttpClient for HyperClient {
+    fn send(
+        &self,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Response<Bytes>, HttpError>> {
+        Box::pin(async move {
+            let host = req.uri().host().unwrap_or_default().to_string();
+            let req = req.map(Full::new);
+            let exchange = async {
+                let resp = self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| HttpError::Transport {
+                        host: host.clone(),
+                        detail: error_chain(&e),
+                    })?;
+                let (parts, body) = resp.into_parts();
+                let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            HttpError::TooLarge { host: host.clone() }
+                        } else {
+                            HttpError::Transport {
+                                host: host.clone(),
+                                detail: e.to_string(),
+                            }
+                        }
+                    })?
+                    .to_bytes();
+                Ok(Response::from_parts(parts, body))
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(HttpError::Timeout {
+                    host,
+                    after: timeout,
+                }),
+            }
+        })
+    }
+}
+
+/// Renders an error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,294 @@
+//! The request pipeline (DESIGN.md §1), on one screen:
+//! route -> authenticate -> read body -> step -> authorize -> validate -> audit -> forward
+//! -> audit outcome -> respond. Every API request that ends early is audited from its [`Trail`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::{CallerRef, Entry, record::sha256_hex};
+use crate::authn::Identity;
+use crate::authz::RequestFacts;
+use crate::error::Error;
+use crate::forward::{self, Outcome};
+use crate::listen::body;
+use crate::respond::{self, Body};
+use crate::route::{self, Action, Endpoint};
+use crate::validate;
+
+/// What earlier stages learned, for the audit record of however the request ends.
+#[derive(Debug)]
+pub struct Trail {
+    request_id: String,
+    started: Instant,
+    source_ip: SocketAddr,
+    caller: Option<CallerRef>,
+    action: Option<Action>,
+    step: Option<String>,
+    input_sha256: Option<String>,
+    reasons: Vec<String>,
+    /// The allow decision is durable: what follows is an `outcome`.
+    decided: bool,
+}
+
+impl Trail {
+    fn entry(&self, app: &App, event: &'static str, decision: &'static str) -> Entry {
+        Entry {
+            time: app.rfc3339_now(),
+            request_id: self.request_id.clone(),
+            event,
+            caller: self.caller.clone(),
+            action: self.action.map(|a| a.as_str().to_string()),
+            step: self.step.clone(),
+            decision,
+            reasons: self.reasons.clone(),
+            input_sha256: self.input_sha256.clone(),
+            status: None,
+            execution_id: None,
+            latency_ms: None,
+            source_ip: Some(self.source_ip.ip().to_string()),
+        }
+    }
+
+    fn set_identity(&mut self, id: &Identity) {
+        self.caller = Some(CallerRef {
+            issuer: id.issuer.clone(),
+            sub: id.sub.clone(),
+            email: id.email.clone(),
+        });
+    }
+
+    fn latency_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Handles one HTTP request. Never fails: every error becomes the contract's JSON answer.
+pub async fn handle<B>(app: &App, req: Request<B>, peer: SocketAddr) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
+    let request_id = req
+        .headers()
+        .get(respond::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| respond::well_formed_request_id(s))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let endpoint = route::resolve(req.method(), req.uri().path());
+    match &endpoint {
+        Ok(Endpoint::Health) => {
+            return respond::text(StatusCode::OK, "ok\n".into(), "text/plain", &request_id);
+        }
+        Ok(Endpoint::Ready) => {
+            let r = app.readiness();
+            let status = if r.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return respond::json(status, &json!(r), &request_id);
+        }
+        Ok(Endpoint::Metrics) => {
+            return respond::text(
+                StatusCode::OK,
+                app.metrics.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &request_id,
+            );
+        }
+        _ => {}
+    }
+    let mut trail = Trail {
+        request_id,
+        started: Instant::now(),
+        source_ip: peer,
+        caller: None,
+        action: None,
+        step: None,
+        input_sha256: None,
+        reasons: Vec::new(),
+        decided: false,
+    };
+    let result = api(app, endpoint, req, &mut trail).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.status().as_u16();
+            if !trail.decided {
+                app.metrics
+                    .decisions
+                    .get_or_create(&crate::observe::DecisionLabels {
+                        decision: "deny".into(),
+                    })
+                    .inc();
+            }
+            let (event, decision) = if trail.decided {
+                ("outcome", "allow")
+            } else {
+                ("decision", "deny")
+            };
+            let mut entry = trail.entry(app, event, decision);
+            entry.reasons = e.audit_reason();
+            entry.status = Some(status);
+            entry.latency_ms = Some(trail.latency_ms());
+            tracing::info!(
+                request_id = %trail.request_id, status, code = e.code(),
+                step = trail.step.as_deref().unwrap_or(""), reason = %e,
+                "Request refused."
+            );
+            if let Err(ae) = app.audit.write(entry).await {
+                app.metrics.audit_failures.inc();
+                tracing::error!(message = "Could not audit a refused request.", error = %ae);
+            }
+            respond::error(&e, &trail.request_id)
+        }
+    };
+    app.metrics
+        .requests
+        .get_or_create(&crate::observe::RequestLabels {
+            action: trail
+                .action
+                .map(|a| a.as_str())
+                .unwrap_or("none")
+                .to_string(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn api<B>(
+    app: &App,
+    endpoint: Result<Endpoint, route::RouteError>,
+    req: Request<B>,
+    trail: &mut Trail,
+) -> Result<Response<Body>, Error>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
+    let endpoint = endpoint?; // 404 / 405
+    let (parts, body) = req.into_parts();
+    let identity = app.authn.authenticate(&parts.headers).await?; // 401 / 503
+    trail.set_identity(&identity);
+    let body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
+    if !body.is_empty() {
+        trail.input_sha256 = Some(sha256_hex(&body));
+    }
+    let route = match endpoint {
+        Endpoint::ListSteps => {
+            trail.action = Some(Action::List);
+            let facts = RequestFacts {
+                source_ip: trail.source_ip.ip(),
+                now: app.clock.now(),
+                input: None,
+            };
+            return list_steps(app, &identity, &facts, trail).await;
+        }
+        Endpoint::Step(r) => r,
+        _ => return Err(Error::Unavailable("unroutable".into())),
+    };
+    trail.action = Some(route.action);
+    trail.step = Some(route.step.clone());
+    let step = app
+        .steps
+        .get(&route.step)
+        .cloned()
+        .ok_or_else(|| Error::UnknownStep(route.step.clone()))?; // 404
+    let start = match route.action {
+        Action::Start => Some(validate::parse_start_body(&body)?), // 400
+        _ => None,
+    };
+    let facts = RequestFacts {
+        source_ip: trail.source_ip.ip(),
+        now: app.clock.now(),
+        input: start.as_ref().and_then(|s| s.input.clone()),
+    };
+    let permit = app
+        .policies
+        .decide(&identity, &route.step, route.action, &facts)??; // 403 / 503
+    trail.reasons = permit.reasons().to_vec();
+    let idem = parts
+        .headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let trigger = validate::trigger(permit, step, route.execution.as_deref(), start, idem)?; // 400
+    let ticket = app
+        .audit
+        .write_decision(trail.entry(app, "decision", "allow"))
+        .await?; // 503: nothing sent
+    trail.decided = true;
+    app.metrics
+        .decisions
+        .get_or_create(&crate::observe::DecisionLabels {
+            decision: "allow".into(),
+        })
+        .inc();
+    let upstream_started = Instant::now();
+    let outcome = forward::send(&app.upstreams, &trigger, &ticket).await;
+    app.metrics
+        .upstream_seconds
+        .observe(upstream_started.elapsed().as_secs_f64());
+    let outcome = outcome?; // 502 / 504 (audited as the outcome)
+    let (status, body) = match &outcome {
+        Outcome::Started { execution_id } => (
+            StatusCode::CREATED,
+            json!({"step": route.step, "execution_id": execution_id, "request_id": trail.request_id}),
+        ),
+        Outcome::Described { body, .. } | Outcome::Stopped { body, .. } => {
+            let mut b = body.clone();
+            if let Some(o) = b.as_object_mut() {
+                o.insert("step".into(), json!(route.step));
+                o.insert("request_id".into(), json!(trail.request_id));
+            }
+            (StatusCode::OK, b)
+        }
+    };
+    let mut entry = trail.entry(app, "outcome", "allow");
+    entry.status = Some(status.as_u16());
+    entry.execution_id = Some(outcome.execution_id().to_string());
+    entry.latency_ms = Some(trail.latency_ms());
+    if let Err(e) = app.audit.write(entry).await {
+        // The trigger happened and its decision is on record; report it, do not hide the result.
+        app.metrics.audit_failures.inc();
+        tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
+    }
+    Ok(respond::json(status, &body, &trail.request_id))
+}
+
+/// `GET /v1/steps`: the steps this caller may `start`.
+async fn list_steps(
+    app: &App,
+    identity: &Identity,
+    facts: &RequestFacts,
+    trail: &mut Trail,
+) -> Result<Response<Body>, Error> {
+    let mut steps = Vec::new();
+    for (name, s) in &app.steps {
+        if app
+            .policies
+            .decide(identity, name, Action::Start, facts)?
+            .is_ok()
+        {
+            steps.push(json!({"step": name, "pipeline": s.pipeline, "kind": s.kind.as_str()}));
+        }
+    }
+    let mut entry = trail.entry(app, "decision", "allow");
+    entry.status = Some(200);
+    entry.reasons = vec![format!("list: {} steps", steps.len())];
+    if let Err(e) = app.audit.write(entry).await {
+        app.metrics.audit_failures.inc();
+        tracing::error!(message = "Could not audit a list request.", error = %e);
+    }
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({"steps": steps, "request_id": trail.request_id}),
+        &trail.request_id,
+    ))
+}

@@ -1,0 +1,107 @@
+//! The only map from results to HTTP responses: JSON bodies, `X-Request-Id` on every
+//! response, `WWW-Authenticate` on 401, `Retry-After` on 429.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde_json::json;
+
+use crate::error::Error;
+
+/// The response body type.
+pub type Body = Full<Bytes>;
+
+/// Header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    set_request_id(&mut r, request_id);
+    r
+}
+
+/// A plain-text response (health, metrics).
+pub fn text(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+    request_id: &str,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    set_request_id(&mut r, request_id);
+    r
+}
+
+/// Sets `X-Request-Id`.
+pub fn set_request_id(r: &mut Response<Body>, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert(REQUEST_ID, v);
+    }
+}
+
+/// An error as the contract's JSON body.
+pub fn error(e: &Error, request_id: &str) -> Response<Body> {
+    let status = e.status();
+    let message = e.message();
+    let mut r = json(
+        status,
+        &json!({"error": {"code": e.code(), "message": message, "request_id": request_id}}),
+        request_id,
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        let desc = message.replace(['"', '\\'], "");
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "Bearer error=\"invalid_token\", error_description=\"{desc}\""
+        )) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if let Error::RateLimited(after) = e {
+        let secs = after.as_secs().max(1);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// Whether a caller-sent request id is acceptable: 1-128 of `[A-Za-z0-9._:-]`.
+pub fn well_formed_request_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::AuthnError;
+
+    #[test]
+    fn unauthenticated_has_www_authenticate_and_json() {
+        let r = error(&Error::Unauthenticated(AuthnError::Expired), "rid-1");
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\", error_description=\"token expired\""
+        );
+        assert_eq!(r.headers()[REQUEST_ID], "rid-1");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(well_formed_request_id("abc-123"));
+        assert!(!well_formed_request_id(""));
+        assert!(!well_formed_request_id("a b"));
+        assert!(!well_formed_request_id(&"a".repeat(129)));
+    }
+}

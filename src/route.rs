@@ -1,0 +1,205 @@
+//! Route: (method, path) -> what the caller asks for. Pure; knows nothing of steps or tokens.
+
+use http::Method;
+
+/// A Cedar action on a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Start an execution.
+    Start,
+    /// Stop an execution.
+    Stop,
+    /// Look at an execution.
+    Describe,
+    /// List what one may start.
+    List,
+}
+
+impl Action {
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Describe => "describe",
+            Action::List => "list",
+        }
+    }
+
+    /// Parses a Cedar action id.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Action::Start),
+            "stop" => Some(Action::Stop),
+            "describe" => Some(Action::Describe),
+            "list" => Some(Action::List),
+            _ => None,
+        }
+    }
+}
+
+/// What a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /readyz`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /v1/steps`.
+    ListSteps,
+    /// An action on one step.
+    Step(StepRoute),
+}
+
+/// An action on a named step (the step may not exist: that is decided after authentication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRoute {
+    /// The step name from the path.
+    pub step: String,
+    /// The action.
+    pub action: Action,
+    /// Execution id (ARN or name) for describe/stop.
+    pub execution: Option<String>,
+}
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such path.
+    #[error("no route for `{0}`")]
+    NotFound(String),
+    /// The path exists but not with this method.
+    #[error("method `{method}` is not allowed on `{path}`")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path.
+        path: String,
+    },
+}
+
+/// Resolves a request line. Path segments are percent-decoded.
+pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let not_allowed = || RouteError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_string(),
+    };
+    let ep = match segs.as_slice() {
+        ["healthz"] => (Method::GET, Endpoint::Health),
+        ["readyz"] => (Method::GET, Endpoint::Ready),
+        ["metrics"] => (Method::GET, Endpoint::Metrics),
+        ["v1", "steps"] => (Method::GET, Endpoint::ListSteps),
+        ["v1", "steps", step, "executions"] if !step.is_empty() => (
+            Method::POST,
+            Endpoint::Step(StepRoute {
+                step: step.to_string(),
+                action: Action::Start,
+                execution: None,
+            }),
+        ),
+        ["v1", "steps", step, "executions", id] if !step.is_empty() && !id.is_empty() => (
+            Method::GET,
+            Endpoint::Step(StepRoute {
+                step: step.to_string(),
+                action: Action::Describe,
+                execution: Some(id.to_string()),
+            }),
+        ),
+        ["v1", "steps", step, "executions", id, "stop"] if !step.is_empty() && !id.is_empty() => (
+            Method::POST,
+            Endpoint::Step(StepRoute {
+                step: step.to_string(),
+                action: Action::Stop,
+                execution: Some(id.to_string()),
+            }),
+        ),
+        _ => return Err(RouteError::NotFound(path.to_string())),
+    };
+    if *method == ep.0 || (ep.0 == Method::GET && *method == Method::HEAD) {
+        Ok(ep.1)
+    } else {
+        Err(not_allowed())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let Some(v) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_the_contract_paths() {
+        assert_eq!(resolve(&Method::GET, "/healthz"), Ok(Endpoint::Health));
+        assert_eq!(resolve(&Method::GET, "/v1/steps"), Ok(Endpoint::ListSteps));
+        let Endpoint::Step(r) = resolve(&Method::POST, "/v1/steps/load/executions").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (r.step.as_str(), r.action, r.execution),
+            ("load", Action::Start, None)
+        );
+        let Endpoint::Step(r) = resolve(
+            &Method::GET,
+            "/v1/steps/load/executions/arn%3Aaws%3Astates%3Aus-east-1%3A1%3Aexecution%3Am%3Ar",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.action, Action::Describe);
+        assert_eq!(
+            r.execution.as_deref(),
+            Some("arn:aws:states:us-east-1:1:execution:m:r")
+        );
+        let Endpoint::Step(r) =
+            resolve(&Method::POST, "/v1/steps/load/executions/run-1/stop").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.action, Action::Stop);
+    }
+
+    #[test]
+    fn wrong_method_and_unknown_paths() {
+        assert!(matches!(
+            resolve(&Method::GET, "/v1/steps/load/executions"),
+            Err(RouteError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            resolve(&Method::GET, "/v2/x"),
+            Err(RouteError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve(&Method::POST, "/v1/steps//executions"),
+            Err(RouteError::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,207 @@
+//! Validate input: the request body and path ids -> [`ValidatedTrigger`]. Pure.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::authz::Permit;
+use crate::config::{StepSettings, StepTarget};
+use crate::route::Action;
+
+/// Why the input is refused (400).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+/// The body of a start: `{"input": {...}, "name": "optional"}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// The execution input (a JSON object); `{}` when absent.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    /// Execution name; AWS generates one when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Parses a start body. Empty body = empty input.
+pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StartBody::default());
+    }
+    let b: StartBody = serde_json::from_slice(body)
+        .map_err(|e| InvalidInput(format!("body is not a valid start request: {e}")))?;
+    if let Some(i) = &b.input {
+        if !i.is_object() {
+            return Err(InvalidInput("`input` must be a JSON object".into()));
+        }
+    }
+    Ok(b)
+}
+
+/// What to do upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Start an execution with this input (JSON text, sent byte-identical on retries).
+    Start {
+        /// Execution name.
+        name: Option<String>,
+        /// Input JSON text.
+        input: String,
+    },
+    /// Describe an execution.
+    Describe {
+        /// Execution ARN.
+        execution_arn: String,
+    },
+    /// Stop an execution.
+    Stop {
+        /// Execution ARN.
+        execution_arn: String,
+    },
+}
+
+/// Proof that a permitted request's input was validated. Only [`trigger`] makes one.
+#[derive(Debug, Clone)]
+pub struct ValidatedTrigger {
+    permit: Permit,
+    step: Arc<StepSettings>,
+    operation: Operation,
+}
+
+impl ValidatedTrigger {
+    /// The permit it rests on.
+    pub fn permit(&self) -> &Permit {
+        &self.permit
+    }
+    /// The step.
+    pub fn step(&self) -> &StepSettings {
+        &self.step
+    }
+    /// The upstream operation.
+    pub fn operation(&self) -> &Operation {
+        &self.operation
+    }
+}
+
+/// AWS execution names: 1-80 of letters, digits, `-` and `_` (the subset safe everywhere).
+pub fn valid_execution_name(n: &str) -> bool {
+    (1..=80).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The execution name an `Idempotency-Key` stands for: the same for the same step and key.
+pub fn idempotent_name(step: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{step}\n{key}").as_bytes());
+    format!("sg-{}", &hex::encode(digest)[..40])
+}
+
+/// Validates a permitted request.
+pub fn trigger(
+    permit: Permit,
+    step: Arc<StepSettings>,
+    execution: Option<&str>,
+    start: Option<StartBody>,
+    idempotency_key: Option<&str>,
+) -> Result<ValidatedTrigger, InvalidInput> {
+    let operation = match permit.action() {
+        Action::Start => {
+            let body = start.unwrap_or_default();
+            let name = match (body.name, idempotency_key) {
+                (Some(n), Some(_)) => {
+                    return Err(InvalidInput(format!(
+                        "give either `name` (`{n}`) or an Idempotency-Key header, not both"
+                    )));
+                }
+                (Some(n), None) => Some(n),
+                (None, Some(k)) => {
+                    if k.is_empty()
+                        || k.len() > 256
+                        || !k.bytes().all(|b| (0x21..0x7f).contains(&b))
+                    {
+                        return Err(InvalidInput(
+                            "Idempotency-Key must be 1-256 visible ASCII characters".into(),
+                        ));
+                    }
+                    Some(idempotent_name(&step.name, k))
+                }
+                (None, None) => None,
+            };
+            if let Some(n) = &name {
+                if !valid_execution_name(n) {
+                    return Err(InvalidInput(format!(
+                        "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
+                    )));
+                }
+            }
+            let input = body.input.unwrap_or_else(|| serde_json::json!({}));
+            let input = serde_json::to_string(&input).map_err(|e| InvalidInput(e.to_string()))?;
+            if input.len() > 262_144 {
+                return Err(InvalidInput("`input` is larger than 262144 bytes".into()));
+            }
+            Operation::Start { name, input }
+        }
+        Action::Describe | Action::Stop => {
+            let id = execution.ok_or_else(|| InvalidInput("an execution id is required".into()))?;
+            let execution_arn = execution_arn(&step, id)?;
+            if permit.action() == Action::Stop {
+                Operation::Stop { execution_arn }
+            } else {
+                Operation::Describe { execution_arn }
+            }
+        }
+        Action::List => return Err(InvalidInput("`list` is not forwarded".into())),
+    };
+    Ok(ValidatedTrigger {
+        permit,
+        step,
+        operation,
+    })
+}
+
+/// An execution id -> its ARN; an ARN of another state machine is refused, so a permit on one
+/// step never reaches another step's executions.
+fn execution_arn(step: &StepSettings, id: &str) -> Result<String, InvalidInput> {
+    let StepTarget::StepFunctions { arn, .. } = &step.target;
+    let prefix = arn.execution_prefix();
+    if let Some(name) = id.strip_prefix(&prefix) {
+        if valid_execution_name(name) {
+            return Ok(id.to_string());
+        }
+    } else if valid_execution_name(id) {
+        return Ok(format!("{prefix}{id}"));
+    }
+    Err(InvalidInput(format!(
+        "execution `{id}` is not an execution of step `{}`",
+        step.name
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_bodies() {
+        assert!(parse_start_body(b"").unwrap().input.is_none());
+        assert!(parse_start_body(b"{\"input\": 3}").is_err());
+        assert!(parse_start_body(b"{\"inptu\": {}}").is_err());
+        assert!(parse_start_body(b"not json").is_err());
+        let b = parse_start_body(br#"{"input": {"a": 1}, "name": "run-1"}"#).unwrap();
+        assert_eq!(b.name.as_deref(), Some("run-1"));
+    }
+
+    #[test]
+    fn idempotent_names_are_stable_and_valid() {
+        let a = idempotent_name("load", "k1");
+        assert_eq!(a, idempotent_name("load", "k1"));
+        assert_ne!(a, idempotent_name("load", "k2"));
+        assert_ne!(a, idempotent_name("other", "k1"));
+        assert!(valid_execution_name(&a));
+        assert!(!valid_execution_name("has space"));
+        assert!(!valid_execution_name(&"x".repeat(81)));
+    }
+}
