@@ -1,0 +1,93 @@
+//! The audit log: chain across restarts, torn tails, tamper evidence.
+
+use std::io::Write;
+
+use stepgate::audit::verify::{Verdict, verify_file};
+
+use crate::support::Harness;
+
+#[tokio::test]
+async fn chain_survives_restart_and_torn_tail_and_verifies() {
+    let h = Harness::start().await;
+    assert_eq!(h.start_as("alice", "nightly-load", "{}").await.status, 201);
+    assert_eq!(h.start_as("victor", "nightly-load", "{}").await.status, 403);
+    let path = h.audit_path.clone();
+    let config = h.dir.path().join("stepgate.toml");
+    assert_eq!(verify_file(&path).unwrap(), Verdict::Ok { records: 3 });
+    // A crash mid-write leaves half a line.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"v\":1,\"seq\":4,\"ti")
+        .unwrap();
+    // Restart on the same log: the torn line is cut and the repair is itself recorded.
+    let settings = stepgate::config::load(&config).unwrap();
+    let app = stepgate::app::App::build(settings, stepgate::app::Deps::real().unwrap()).unwrap();
+    let seq = app
+        .audit
+        .write(stepgate::audit::Entry {
+            time: "2026-11-24T00:00:00.000Z".into(),
+            request_id: "after-restart".into(),
+            event: "decision",
+            decision: "deny",
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seq, 5);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs[3]["event"], "recovered");
+    assert_eq!(verify_file(&path).unwrap(), Verdict::Ok { records: 5 });
+    h.stop().await;
+}
+
+#[test]
+fn any_edit_deletion_or_reorder_is_found_at_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (log, _) = stepgate::audit::FileLog::open(&path, || "t".into()).unwrap();
+        for i in 0..5 {
+            log.append(stepgate::audit::Entry {
+                time: format!("2026-11-24T00:00:0{i}.000Z"),
+                request_id: format!("r{i}"),
+                event: "decision",
+                decision: "allow",
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let good = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let check = |text: String| {
+        let p = dir.path().join("t.jsonl");
+        std::fs::write(&p, text).unwrap();
+        verify_file(&p).unwrap()
+    };
+    assert_eq!(check(good.clone()), Verdict::Ok { records: 5 });
+    // Changed field in record 3.
+    let edited = good.replacen("\"r2\"", "\"rX\"", 1);
+    assert!(matches!(check(edited), Verdict::Broken { line: 3, .. }));
+    // Record 3 deleted.
+    let mut l = lines.clone();
+    l.remove(2);
+    assert!(matches!(
+        check(l.join("\n") + "\n"),
+        Verdict::Broken { line: 3, .. }
+    ));
+    // Records 2 and 3 swapped.
+    let mut l = lines.clone();
+    l.swap(1, 2);
+    assert!(matches!(
+        check(l.join("\n") + "\n"),
+        Verdict::Broken { line: 2, .. }
+    ));
+}

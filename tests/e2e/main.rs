@@ -1,0 +1,12 @@
+//! The one integration-test binary: only `mod` lines. `support` starts stepgate in-process on
+//! 127.0.0.1:0 with the dev issuer and the sandbox upstream; `peers` runs against the real
+//! `oidc-provider` and `moto` peers that `scripts/test` starts.
+
+mod support;
+
+mod audit;
+mod authn;
+mod cli;
+mod listener;
+mod peers;
+mod pipeline;

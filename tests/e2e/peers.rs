@@ -1,0 +1,245 @@
+//! Against real peers started by `scripts/test`: the npm `oidc-provider` as the OIDC issuer and
+//! `moto_server` (IAM signature checking on) as the Step Functions endpoint. Without
+//! `STEPGATE_TEST_PEERS=1` these tests fail, unless `STEPGATE_SKIP_PEERS=1` says to skip them.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+use crate::support::{Harness, error_code};
+
+struct Peers {
+    oidc: String,
+    audience: String,
+    moto: String,
+    ak: String,
+    sk: String,
+    denied_ak: String,
+    denied_sk: String,
+    sm_arn: String,
+}
+
+fn peers() -> Option<Peers> {
+    let var = |k: &str| std::env::var(k).ok();
+    if var("STEPGATE_TEST_PEERS").as_deref() != Some("1") {
+        assert!(
+            var("STEPGATE_SKIP_PEERS").as_deref() == Some("1"),
+            "peer tests need the peers: run ./scripts/test (or set STEPGATE_SKIP_PEERS=1 to skip them)"
+        );
+        return None;
+    }
+    let get = |k: &str| var(k).unwrap_or_else(|| panic!("{k} is not set"));
+    Some(Peers {
+        oidc: get("STEPGATE_TEST_OIDC_URL"),
+        audience: var("STEPGATE_TEST_OIDC_AUDIENCE").unwrap_or_else(|| "stepgate".into()),
+        moto: get("STEPGATE_TEST_MOTO_URL"),
+        ak: get("STEPGATE_TEST_MOTO_AK"),
+        sk: get("STEPGATE_TEST_MOTO_SK"),
+        denied_ak: get("STEPGATE_TEST_MOTO_DENIED_AK"),
+        denied_sk: get("STEPGATE_TEST_MOTO_DENIED_SK"),
+        sm_arn: get("STEPGATE_TEST_MOTO_SM_ARN"),
+    })
+}
+
+fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+async fn body_of(resp: http::Response<hyper::body::Incoming>) -> (u16, Bytes) {
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// A client-credentials access token from oidc-provider (RFC 9068 `at+jwt`).
+async fn oidc_token(p: &Peers, client_id: &str, secret: &str) -> String {
+    let form =
+        format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
+    let req = http::Request::post(format!("{}/token", p.oidc))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", basic(client_id, secret))
+        .body(Full::new(Bytes::from(form)))
+        .unwrap();
+    let (status, body) = body_of(client().request(req).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+/// Config for the peers: oidc-provider as issuer, moto as the Step Functions endpoint.
+fn peer_config(p: &Peers, sk: &str, ak: &str) -> impl FnOnce(String) -> String {
+    let (oidc, aud, moto, arn) = (
+        p.oidc.clone(),
+        p.audience.clone(),
+        p.moto.clone(),
+        p.sm_arn.clone(),
+    );
+    let (ak, sk) = (ak.to_string(), sk.to_string());
+    move |c: String| {
+        let issuer_block = format!(
+            "[[issuers]]\nname = \"op\"\nissuer = \"{oidc}\"\naudiences = [\"{aud}\"]\n\n\
+             [credentials.moto]\nkind = \"aws_static\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\n\
+             [steps.demo]\npipeline = \"nightly-etl\"\nkind = \"stepfunctions\"\nstate_machine_arn = \"{arn}\"\n\
+             credentials = \"moto\"\nendpoint = \"{moto}\"\n\n[credentials.sandbox]"
+        );
+        c.replace("[credentials.sandbox]", &issuer_block)
+    }
+}
+
+/// Lists the demo machine's executions on moto, signed with the test user's key.
+async fn moto_executions(p: &Peers) -> Vec<Value> {
+    let creds = aws_credential_types::Credentials::new(&p.ak, &p.sk, None, None, "test");
+    let body = serde_json::json!({"stateMachineArn": p.sm_arn}).to_string();
+    let host = p.moto.trim_start_matches("http://").to_string();
+    let mut req = http::Request::post(format!("{}/", p.moto))
+        .header("host", host)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "AWSStepFunctions.ListExecutions")
+        .body(Bytes::from(body))
+        .unwrap();
+    stepgate::forward::sigv4::sign_request(
+        &mut req,
+        &creds,
+        "us-east-1",
+        "states",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let (status, body) = body_of(client().request(req.map(Full::new)).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["executions"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
+    let Some(p) = peers() else { return };
+    let h = Harness::start_with(peer_config(&p, &p.sk, &p.ak)).await;
+    let before = moto_executions(&p).await.len();
+
+    // pipeline-bot is in group data-eng (extraTokenClaims of the provider).
+    let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
+    let name = format!("peer-{}", std::process::id());
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &format!("Bearer {bot}"))],
+            &format!(r#"{{"input": {{"date": "2026-11-24"}}, "name": "{name}"}}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let exec = r.json["execution_id"].as_str().unwrap();
+    assert!(exec.ends_with(&format!(":{name}")), "{exec}");
+    let execs = moto_executions(&p).await;
+    assert_eq!(execs.len(), before + 1);
+    assert!(execs.iter().any(|e| e["executionArn"] == exec));
+
+    // reader-bot is a viewer: 403, and moto sees nothing new.
+    let reader = oidc_token(&p, "reader-bot", "reader-secret").await;
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &format!("Bearer {reader}"))],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    assert_eq!(moto_executions(&p).await.len(), before + 1);
+
+    // The audit log names the provider's subject.
+    let recs = h.audit_records();
+    assert!(
+        recs.iter()
+            .any(|r| r["caller"]["sub"] == "pipeline-bot" && r["decision"] == "allow")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn moto_signature_and_iam_failures_are_502_with_the_aws_message() {
+    let Some(p) = peers() else { return };
+    let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
+    let auth = format!("Bearer {bot}");
+
+    let h = Harness::start_with(peer_config(&p, "wrong-secret", &p.ak)).await;
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (502, "upstream_error"),
+        "{}",
+        r.json
+    );
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SignatureDoesNotMatch"),
+        "{}",
+        r.json
+    );
+    h.stop().await;
+
+    let h = Harness::start_with(peer_config(&p, &p.denied_sk, &p.denied_ak)).await;
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{}",
+        r.json
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_for_another_audience_are_refused() {
+    let Some(p) = peers() else { return };
+    let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
+    let h = Harness::start_with(|c| {
+        let f = peer_config(&p, &p.sk, &p.ak);
+        f(c).replace(
+            &format!("audiences = [\"{}\"]", p.audience),
+            "audiences = [\"another-api\"]",
+        )
+    })
+    .await;
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &format!("Bearer {bot}"))],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.json);
+    assert_eq!(r.json["error"]["message"], "audience not accepted");
+    h.stop().await;
+}

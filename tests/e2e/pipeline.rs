@@ -1,0 +1,532 @@
+//! The request pipeline end to end: allow and deny paths and every status code of DESIGN.md §4.
+
+use crate::support::{Harness, error_code};
+
+#[tokio::test]
+async fn allowed_start_is_audited_before_it_is_forwarded() {
+    let h = Harness::start().await;
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"date": "2026-11-24"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let exec = r.json["execution_id"].as_str().unwrap().to_string();
+    assert!(exec.starts_with("arn:aws:states:us-east-1:123456789012:execution:nightly-load:"));
+    assert_eq!(r.json["step"], "nightly-load");
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.json["request_id"], rid.as_str());
+
+    // The sandbox (which checks the SigV4 signature) received exactly this execution.
+    let execs = h.sandbox.executions();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].arn, exec);
+    assert_eq!(execs[0].input, r#"{"date":"2026-11-24"}"#);
+
+    // decision (allow) first, then the outcome with the execution id.
+    let recs = h.audit_records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0]["event"].as_str(), recs[0]["decision"].as_str()),
+        (Some("decision"), Some("allow"))
+    );
+    assert_eq!(recs[0]["reasons"][0], "data-eng-operates-nightly-etl");
+    assert_eq!(recs[0]["caller"]["sub"], "alice");
+    assert_eq!(recs[0]["request_id"], rid.as_str());
+    assert_eq!(recs[1]["event"], "outcome");
+    assert_eq!(recs[1]["status"], 201);
+    assert_eq!(recs[1]["execution_id"], exec.as_str());
+    assert_eq!(recs[1]["prev_hash"], recs[0]["hash"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn forbidden_start_is_refused_audited_and_not_forwarded() {
+    let h = Harness::start().await;
+    let r = h
+        .start_as("victor", "nightly-load", r#"{"input": {}}"#)
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(error_code(&r), "forbidden");
+    assert!(h.sandbox.executions().is_empty());
+    let recs = h.audit_records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["decision"], "deny");
+    assert_eq!(recs[0]["status"], 403);
+    assert_eq!(recs[0]["caller"]["sub"], "victor");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn forbid_beats_permit_and_names_the_policy() {
+    let h = Harness::start().await;
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"full_refresh": true}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-full-refresh-in-prod")
+    );
+    assert_eq!(
+        h.audit_records()[0]["reasons"][0],
+        "no-full-refresh-in-prod"
+    );
+    // The same input on a non-prod step is fine.
+    let r = h
+        .start_as(
+            "alice",
+            "adhoc-report",
+            r#"{"input": {"full_refresh": true}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.executions().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ci_token_through_proxy_authorization_is_permitted_by_its_claims() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("ci"));
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/nightly-load/executions",
+            &[("proxy-authorization", &auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    // ... but not a step its policy does not name.
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &[("proxy-authorization", &auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = h
+        .send("GET", "/v1/steps", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json["steps"][0]["step"], "nightly-load");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn describe_and_stop_reach_only_the_steps_own_executions() {
+    let h = Harness::start().await;
+    let r = h
+        .start_as("alice", "nightly-load", r#"{"name": "run-1"}"#)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let exec = r.json["execution_id"].as_str().unwrap().to_string();
+
+    let viewer = format!("Bearer {}", h.token("victor"));
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps/nightly-load/executions/run-1",
+            &[("authorization", &viewer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["status"], "RUNNING");
+    assert_eq!(r.json["execution_id"], exec.as_str());
+
+    // An execution ARN of another state machine is refused before anything is sent.
+    let other = "arn:aws:states:us-east-1:123456789012:execution:adhoc-report:run-1";
+    let r = h
+        .send(
+            "GET",
+            &format!("/v1/steps/nightly-load/executions/{other}"),
+            &[("authorization", &viewer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json);
+
+    // Viewers may not stop; data engineers may.
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/nightly-load/executions/run-1/stop",
+            &[("authorization", &viewer)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let alice = format!("Bearer {}", h.token("alice"));
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/nightly-load/executions/run-1/stop",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(h.sandbox.executions()[0].status, "ABORTED");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_gives_the_same_execution() {
+    let h = Harness::start().await;
+    let alice = format!("Bearer {}", h.token("alice"));
+    let headers = [
+        ("authorization", alice.as_str()),
+        ("idempotency-key", "nightly-2026-11-24"),
+    ];
+    let body = r#"{"input": {"date": "2026-11-24"}}"#;
+    let a = h
+        .send("POST", "/v1/steps/nightly-load/executions", &headers, body)
+        .await;
+    let b = h
+        .send("POST", "/v1/steps/nightly-load/executions", &headers, body)
+        .await;
+    assert_eq!((a.status, b.status), (201, 201), "{} {}", a.json, b.json);
+    assert_eq!(a.json["execution_id"], b.json["execution_id"]);
+    assert_eq!(h.sandbox.executions().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn authentication_failures_are_401_with_a_useful_description() {
+    let h = Harness::start().await;
+    // No token.
+    let r = h
+        .send("POST", "/v1/steps/nightly-load/executions", &[], "{}")
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(error_code(&r), "unauthenticated");
+    let www = r.headers["www-authenticate"].to_str().unwrap();
+    assert!(www.starts_with("Bearer error=\"invalid_token\""), "{www}");
+
+    let cases = [
+        (
+            serde_json::json!({"sub": "alice", "groups": ["data-eng"], "exp": 1_000_000_000u64, "iat": 999_999_000u64}),
+            "token expired",
+        ),
+        (
+            serde_json::json!({"sub": "alice", "groups": ["data-eng"], "aud": "someone-else"}),
+            "audience not accepted",
+        ),
+        (
+            serde_json::json!({"sub": "alice", "groups": ["data-eng"], "iss": "https://evil.example"}),
+            "issuer not trusted",
+        ),
+        (
+            serde_json::json!({"sub": "alice", "groups": ["data-eng"], "nbf": 4_000_000_000u64}),
+            "token not yet valid",
+        ),
+    ];
+    for (claims, why) in cases {
+        let t = h
+            .issuer
+            .mint(claims, std::time::Duration::from_secs(300))
+            .unwrap();
+        let auth = format!("Bearer {t}");
+        let r = h
+            .send(
+                "POST",
+                "/v1/steps/nightly-load/executions",
+                &[("authorization", &auth)],
+                "{}",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{why}: {}", r.json);
+        assert_eq!(r.json["error"]["message"], why);
+        assert!(
+            r.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains(why)
+        );
+    }
+
+    // A forged signature: same claims, signed by a key the issuer never published.
+    let forger = stepgate::dev::issuer::DevKey::generate("dev-es256-1").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = forger
+        .sign(
+            &serde_json::json!({"iss": h.issuer.url, "aud": "stepgate", "sub": "alice",
+            "groups": ["data-eng"], "iat": now, "exp": now + 300}),
+        )
+        .unwrap();
+    let auth = format!("Bearer {forged}");
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/nightly-load/executions",
+            &[("authorization", &auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["error"]["message"], "signature does not verify");
+
+    // Garbage and tampered tokens.
+    let mut tampered = h.token("victor");
+    tampered.replace_range(tampered.len() - 5.., "AAAAA");
+    for bad in ["not-a-jwt".to_string(), tampered] {
+        let auth = format!("Bearer {bad}");
+        let r = h
+            .send(
+                "POST",
+                "/v1/steps/nightly-load/executions",
+                &[("authorization", &auth)],
+                "{}",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.json);
+    }
+
+    assert!(h.sandbox.executions().is_empty());
+    let recs = h.audit_records();
+    assert!(recs.len() >= 8);
+    assert!(
+        recs.iter()
+            .all(|r| r["decision"] == "deny" && r["status"] == 401)
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["reasons"][0] == "unauthenticated: token expired")
+    );
+    // Tokens never reach the log.
+    let raw = std::fs::read_to_string(&h.audit_path).unwrap();
+    assert!(!raw.contains("eyJ"), "a token leaked into the audit log");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn input_errors_are_400_and_nothing_is_sent() {
+    let h = Harness::start().await;
+    for body in [
+        "not json",
+        r#"{"input": [1, 2]}"#,
+        r#"{"inptu": {}}"#,
+        r#"{"name": "bad name!"}"#,
+    ] {
+        let r = h.start_as("alice", "nightly-load", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.json);
+        assert_eq!(error_code(&r), "invalid_input");
+    }
+    assert!(h.sandbox.executions().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_steps_paths_and_methods() {
+    let h = Harness::start().await;
+    let r = h.start_as("alice", "no-such-step", "{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "unknown_step");
+    // Unknown steps are only revealed after authentication.
+    let r = h
+        .send("POST", "/v1/steps/no-such-step/executions", &[], "{}")
+        .await;
+    assert_eq!(r.status, 401);
+    let alice = format!("Bearer {}", h.token("alice"));
+    let r = h
+        .send("GET", "/v1/nothing", &[("authorization", &alice)], "")
+        .await;
+    assert_eq!((r.status, error_code(&r)), (404, "not_found"));
+    let r = h
+        .send("DELETE", "/v1/steps", &[("authorization", &alice)], "")
+        .await;
+    assert_eq!((r.status, error_code(&r)), (405, "method_not_allowed"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let h =
+        Harness::start_with(|c| c.replace("[server]\n", "[server]\nmax_body_bytes = 1024\n")).await;
+    let big = format!(r#"{{"input": {{"blob": "{}"}}}}"#, "x".repeat(4096));
+    let r = h.start_as("alice", "nightly-load", &big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(error_code(&r), "body_too_large");
+    assert!(h.sandbox.executions().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504_with_the_upstream_message() {
+    // A listener that accepts and never answers, and a port nothing listens on.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let h = Harness::start_with(|c| {
+        let mut parts = c.splitn(2, "[steps.adhoc-report]");
+        let head = parts.next().unwrap().to_string();
+        let tail = parts.next().unwrap().to_string();
+        let head = head.replace("[server]\n", "[server]\nupstream_timeout = \"1s\"\n");
+        let re = |s: String, url: &str| {
+            let start = s.find("endpoint = \"").unwrap();
+            let end = s[start..].find('\n').unwrap() + start;
+            format!("{}endpoint = \"{url}\"{}", &s[..start], &s[end..])
+        };
+        format!(
+            "{}[steps.adhoc-report]{}",
+            re(head, &silent_url),
+            re(tail, &closed)
+        )
+    })
+    .await;
+    let r = h.start_as("alice", "nightly-load", "{}").await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (504, "upstream_timeout"),
+        "{}",
+        r.json
+    );
+    let r = h.start_as("alice", "adhoc-report", "{}").await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (502, "upstream_error"),
+        "{}",
+        r.json
+    );
+    // Both were allowed and audited before the attempt, then their outcome recorded.
+    let recs = h.audit_records();
+    let events: Vec<_> = recs
+        .iter()
+        .map(|r| (r["event"].as_str().unwrap(), r["status"].as_u64()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("decision", None),
+            ("outcome", Some(504)),
+            ("decision", None),
+            ("outcome", Some(502))
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_error_messages_are_kept() {
+    let h = Harness::start().await;
+    let body = r#"{"input": {"a": 1}, "name": "same-name"}"#;
+    assert_eq!(h.start_as("alice", "nightly-load", body).await.status, 201);
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"a": 2}, "name": "same-name"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.json);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("ExecutionAlreadyExists") && msg.contains("Execution Already Exists"),
+        "{msg}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unwritable_audit_log_fails_closed_with_503() {
+    // /dev/full accepts the open and fails every write with ENOSPC.
+    let h = Harness::start_with(|c| {
+        let start = c.find("path = \"").unwrap();
+        let end = c[start..].find('\n').unwrap() + start;
+        format!("{}path = \"/dev/full\"{}", &c[..start], &c[end..])
+    })
+    .await;
+    let r = h.start_as("alice", "nightly-load", "{}").await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (503, "unavailable"),
+        "{}",
+        r.json
+    );
+    assert!(
+        h.sandbox.executions().is_empty(),
+        "an unaudited trigger was forwarded"
+    );
+    let r = h.send("GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json["audit"], false);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_health_readiness_and_metrics() {
+    let h = Harness::start().await;
+    let r = h
+        .send("GET", "/healthz", &[("x-request-id", "trace-abc.1")], "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-request-id"], "trace-abc.1");
+    // A malformed request id is replaced.
+    let r = h
+        .send(
+            "GET",
+            "/healthz",
+            &[("x-request-id", "bad id with spaces")],
+            "",
+        )
+        .await;
+    assert_ne!(r.headers["x-request-id"], "bad id with spaces");
+    let r = h.send("GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["issuers"]["dev"], true);
+    h.start_as("victor", "nightly-load", "{}").await;
+    let m = h.send("GET", "/metrics", &[], "").await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.text
+            .contains("stepgate_requests_total{action=\"start\",status=\"403\"} 1"),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("stepgate_decisions_total{decision=\"deny\"}"),
+        "{}",
+        m.text
+    );
+    let auth = format!("Bearer {}", h.token("alice"));
+    let e = h
+        .send(
+            "GET",
+            "/v1/steps/nightly-load/executions/x",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+    assert!(e.headers.contains_key("x-request-id"));
+    assert_eq!(
+        e.json["error"]["request_id"],
+        e.headers["x-request-id"].to_str().unwrap()
+    );
+    h.stop().await;
+}
