@@ -33,10 +33,10 @@ pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
     }
     let b: StartBody = serde_json::from_slice(body)
         .map_err(|e| InvalidInput(format!("body is not a valid start request: {e}")))?;
-    if let Some(i) = &b.input {
-        if !i.is_object() {
-            return Err(InvalidInput("`input` must be a JSON object".into()));
-        }
+    if let Some(i) = &b.input
+        && !i.is_object()
+    {
+        return Err(InvalidInput("`input` must be a JSON object".into()));
     }
     Ok(b)
 }
@@ -130,12 +130,12 @@ pub fn trigger(
                 }
                 (None, None) => None,
             };
-            if let Some(n) = &name {
-                if !valid_execution_name(n) {
-                    return Err(InvalidInput(format!(
-                        "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
-                    )));
-                }
+            if let Some(n) = &name
+                && !valid_execution_name(n)
+            {
+                return Err(InvalidInput(format!(
+                    "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
+                )));
             }
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
             let input = serde_json::to_string(&input).map_err(|e| InvalidInput(e.to_string()))?;

@@ -99,10 +99,10 @@ impl KeySource {
             return Ok(None);
         }
         // Only invalidate if nobody has refreshed since we looked (single flight).
-        if let Some(k) = self.cache.get(&()).await {
-            if !Arc::ptr_eq(&k, seen) {
-                return Ok(Some(k));
-            }
+        if let Some(k) = self.cache.get(&()).await
+            && !Arc::ptr_eq(&k, seen)
+        {
+            return Ok(Some(k));
         }
         self.cache.invalidate(&()).await;
         self.current().await.map(Some)

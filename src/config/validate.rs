@@ -509,14 +509,15 @@ fn validate_server(c: &mut Collector<'_>, base: &Path, raw: RawServer) -> Option
             None
         }
     };
-    if let Some(a) = listen {
-        if tls.is_none() && !a.ip().is_loopback() {
-            c.push(
-                None,
-                "server.listen",
-                format!("plain HTTP is only allowed on a loopback address, not `{a}`: set `tls_cert` and `tls_key`"),
-            );
-        }
+    if let Some(a) = listen
+        && tls.is_none()
+        && !a.ip().is_loopback()
+    {
+        c.push(
+            None,
+            "server.listen",
+            format!("plain HTTP is only allowed on a loopback address, not `{a}`: set `tls_cert` and `tls_key`"),
+        );
     }
     let max_body = raw.max_body_bytes.unwrap_or(262_144);
     if max_body == 0 || max_body > 64 * 1024 * 1024 {
@@ -599,14 +600,14 @@ fn validate_issuer(
             ),
         );
     }
-    if let Some(j) = &raw.jwks_uri {
-        if !secure_or_loopback(j) {
-            c.push(
-                Some(span.clone()),
-                &format!("{key}.jwks_uri"),
-                format!("`{j}` must be an https URL (http only on loopback)"),
-            );
-        }
+    if let Some(j) = &raw.jwks_uri
+        && !secure_or_loopback(j)
+    {
+        c.push(
+            Some(span.clone()),
+            &format!("{key}.jwks_uri"),
+            format!("`{j}` must be an https URL (http only on loopback)"),
+        );
     }
     if raw.audiences.is_empty() || raw.audiences.iter().any(|a| a.is_empty()) {
         c.push(
