@@ -2,6 +2,13 @@
 //! 127.0.0.1:0 with the dev issuer and the sandbox upstream; `peers` runs against the real
 //! `oidc-provider` and `moto` peers that `scripts/test` starts.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "test harness code"
+)]
 mod support;
 
 mod audit;
