@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{Audit, FileLog};
+use crate::audit::{Audit, FileLog, file::LogOptions};
 use crate::authn::Authenticator;
 use crate::authz::{Policies, policies};
 use crate::clock::{SharedClock, SystemClock};
@@ -89,8 +89,23 @@ impl App {
         let sources = policies::read_dir(&settings.policies_dir).map_err(StartError::Invalid)?;
         let bundle = policies::build(&sources, &settings.steps).map_err(StartError::Invalid)?;
         let clock = deps.clock.clone();
-        let (log, head) = FileLog::open(&settings.audit_path, move || rfc3339(clock.now()))
-            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        let metrics = Metrics::default();
+        let options = LogOptions {
+            rotate_bytes: settings.audit_rotate_bytes,
+            rotate_age: settings.audit_rotate_age,
+            accept_broken_chain: settings.audit_accept_broken_chain,
+        };
+        let (log, head) = FileLog::open_with(
+            &settings.audit_path,
+            options,
+            move || rfc3339(clock.now()),
+            metrics.audit.clone(),
+            Box::new(crate::audit::file::open_file),
+        )
+        .map_err(|e| match e {
+            crate::audit::AuditError::Corrupt(m) => StartError::Runtime(format!("audit log: {m}")),
+            other => StartError::Runtime(other.to_string()),
+        })?;
         tracing::info!(
             message = "Audit log open.",
             path = %settings.audit_path.display(),
@@ -115,7 +130,7 @@ impl App {
             audit: Audit::new(log),
             upstreams,
             clock: deps.clock,
-            metrics: Metrics::default(),
+            metrics,
             crypto: deps.crypto,
             settings,
         })

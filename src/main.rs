@@ -25,6 +25,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "STEPGATE_CONFIG", value_name = "FILE")]
         config: PathBuf,
+        /// Start even if the audit log's hash chain does not verify; the acceptance is itself
+        /// written to the log. Without it, a broken chain stops start-up (exit 2).
+        #[arg(long)]
+        accept_broken_audit_chain: bool,
     },
     /// Validate a configuration, its policies (against the Cedar schema) and steps; print
     /// `ok` or every problem with file:line, exit 1 on any.
@@ -52,10 +56,34 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify a log's hash chain; print `ok N records` or the first broken record (exit 1).
+    /// Verify a log's hash chain (a log file with its rotated files, or a folder of logs);
+    /// print `ok N records` or the first broken record and exit 1.
     Verify {
-        /// The audit log file.
+        /// The audit log file or folder.
         path: PathBuf,
+    },
+    /// Print audit records for people, oldest first, optionally filtered and followed.
+    Tail {
+        /// The audit log file (its rotated files are read first).
+        path: PathBuf,
+        /// Keep printing records as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only records of this step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Only records of this caller (`<issuer>/<sub>` or just `<sub>`).
+        #[arg(long)]
+        caller: Option<String>,
+        /// Only `allow` or `deny` records.
+        #[arg(long, value_parser = ["allow", "deny"])]
+        decision: Option<String>,
+        /// Print at most the last N matching records before following.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -73,7 +101,32 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { path },
         } => cmd::audit::verify(&path),
-        Command::Serve { config } => block_on(cmd::serve::run(&config)),
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    path,
+                    follow,
+                    step,
+                    caller,
+                    decision,
+                    lines,
+                    json,
+                },
+        } => cmd::audit::tail(
+            &path,
+            &cmd::audit::TailFilter {
+                step,
+                caller,
+                decision,
+            },
+            lines,
+            follow,
+            json,
+        ),
+        Command::Serve {
+            config,
+            accept_broken_audit_chain,
+        } => block_on(cmd::serve::run(&config, accept_broken_audit_chain)),
         Command::Dev { listen, dir } => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("stepgate-dev"));
             block_on(stepgate::dev::run(listen, dir))

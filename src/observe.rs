@@ -24,6 +24,43 @@ pub struct DecisionLabels {
     pub decision: String,
 }
 
+/// Metrics of the audit writer.
+#[derive(Clone)]
+pub struct AuditMetrics {
+    /// `stepgate_audit_records_total`.
+    pub records: Counter,
+    /// `stepgate_audit_batch_records`: records per group commit.
+    pub batch_size: Histogram,
+    /// `stepgate_audit_flush_seconds`: write + fdatasync per batch.
+    pub flush_seconds: Histogram,
+    /// `stepgate_audit_failures_total`: batches that failed to write.
+    pub failures: Counter,
+}
+
+impl Default for AuditMetrics {
+    fn default() -> Self {
+        Self {
+            records: Counter::default(),
+            batch_size: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ]),
+            flush_seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ]),
+            failures: Counter::default(),
+        }
+    }
+}
+
+impl AuditMetrics {
+    /// One successful group commit.
+    pub fn observe_batch(&self, n: usize, took: std::time::Duration) {
+        self.records.inc_by(n as u64);
+        self.batch_size.observe(n as f64);
+        self.flush_seconds.observe(took.as_secs_f64());
+    }
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -31,8 +68,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `stepgate_decisions_total`.
     pub decisions: Family<DecisionLabels, Counter>,
-    /// `stepgate_audit_failures_total`.
-    pub audit_failures: Counter,
+    /// Audit writer metrics.
+    pub audit: AuditMetrics,
     /// `stepgate_upstream_duration_seconds`.
     pub upstream_seconds: Histogram,
 }
@@ -42,7 +79,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
-        let audit_failures = Counter::default();
+        let audit = AuditMetrics::default();
         let upstream_seconds = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]);
@@ -57,9 +94,24 @@ impl Default for Metrics {
             decisions.clone(),
         );
         registry.register(
+            "stepgate_audit_records",
+            "Audit records made durable",
+            audit.records.clone(),
+        );
+        registry.register(
+            "stepgate_audit_batch_records",
+            "Records per audit group commit",
+            audit.batch_size.clone(),
+        );
+        registry.register(
+            "stepgate_audit_flush_seconds",
+            "Audit write and fdatasync per batch",
+            audit.flush_seconds.clone(),
+        );
+        registry.register(
             "stepgate_audit_failures",
-            "Audit writes that failed",
-            audit_failures.clone(),
+            "Audit batches that failed to write",
+            audit.failures.clone(),
         );
         registry.register(
             "stepgate_upstream_duration_seconds",
@@ -70,7 +122,7 @@ impl Default for Metrics {
             registry: Mutex::new(registry),
             requests,
             decisions,
-            audit_failures,
+            audit,
             upstream_seconds,
         }
     }

@@ -143,7 +143,6 @@ where
                 "Request refused."
             );
             if let Err(ae) = app.audit.write(entry).await {
-                app.metrics.audit_failures.inc();
                 tracing::error!(message = "Could not audit a refused request.", error = %ae);
             }
             respond::error(&e, &trail.request_id)
@@ -256,7 +255,6 @@ where
     entry.latency_ms = Some(trail.latency_ms());
     if let Err(e) = app.audit.write(entry).await {
         // The trigger happened and its decision is on record; report it, do not hide the result.
-        app.metrics.audit_failures.inc();
         tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
     }
     Ok(respond::json(status, &body, &trail.request_id))
@@ -283,7 +281,6 @@ async fn list_steps(
     entry.status = Some(200);
     entry.reasons = vec![format!("list: {} steps", steps.len())];
     if let Err(e) = app.audit.write(entry).await {
-        app.metrics.audit_failures.inc();
         tracing::error!(message = "Could not audit a list request.", error = %e);
     }
     Ok(respond::json(

@@ -1,21 +1,73 @@
 //! The audit file: one writer thread owns it; handlers submit entries and wait until they are
 //! durable. Whatever is pending is written and made durable with one `fdatasync` (group commit).
+//! A failed write is rolled back (file and chain) and fails every waiter: fail closed, and the
+//! next batch tries again, so recovery is automatic once the disk accepts writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::AuditError;
 use super::record::{Entry, GENESIS, Record};
+use super::{AuditError, files};
+use crate::observe::AuditMetrics;
 
 /// Most entries written per flush.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 4096;
 /// How far from the end the tail is read to find the last record.
 const TAIL_BYTES: u64 = 1 << 20;
+
+/// How the log is kept.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Rotate once the live file reaches this size.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate once the live file is this old.
+    pub rotate_age: Option<Duration>,
+    /// Start even if the live file's chain does not verify (the acceptance is recorded).
+    pub accept_broken_chain: bool,
+}
+
+/// The storage the writer appends to. A seam so tests can make the disk fail.
+pub trait LogFile: Send {
+    /// Appends bytes.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()>;
+    /// Makes appended bytes durable (`fdatasync`).
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// Current length.
+    fn len(&self) -> std::io::Result<u64>;
+    /// Cuts the file back to `len` (roll back a failed batch).
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.write_all(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.metadata().map(|m| m.len())
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+/// Opens the live file of a log for appending.
+pub type Opener = Box<dyn Fn(&Path) -> std::io::Result<Box<dyn LogFile>> + Send>;
+
+/// The real opener: append to a file, creating it.
+pub fn open_file(path: &Path) -> std::io::Result<Box<dyn LogFile>> {
+    Ok(Box::new(
+        OpenOptions::new().create(true).append(true).open(path)?,
+    ))
+}
 
 struct Job {
     entry: Entry,
@@ -39,13 +91,32 @@ pub struct ChainHead {
     pub hash: String,
     /// Bytes of a torn last line that were cut off.
     pub truncated: u64,
+    /// Where the live file's chain breaks, when it was accepted anyway.
+    pub accepted_break: Option<String>,
 }
 
 impl FileLog {
-    /// Opens (creating) the log, recovers the chain head, and starts the writer thread.
+    /// Opens (creating) the log with default options and metrics.
     pub fn open(
         path: &Path,
         now_rfc3339: impl Fn() -> String + Send + 'static,
+    ) -> Result<(Self, ChainHead), AuditError> {
+        Self::open_with(
+            path,
+            LogOptions::default(),
+            now_rfc3339,
+            AuditMetrics::default(),
+            Box::new(open_file),
+        )
+    }
+
+    /// Opens (creating) the log, recovers and verifies the chain head, and starts the writer.
+    pub fn open_with(
+        path: &Path,
+        options: LogOptions,
+        now_rfc3339: impl Fn() -> String + Send + 'static,
+        metrics: AuditMetrics,
+        opener: Opener,
     ) -> Result<(Self, ChainHead), AuditError> {
         let io = |what: &str, e: std::io::Error| {
             AuditError::Io(format!("{what} `{}`: {e}", path.display()))
@@ -53,32 +124,62 @@ impl FileLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create folder for", e))?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io("cannot open", e))?;
-        let head = recover(&mut file, path)?;
+        let mut head = {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io("cannot open", e))?;
+            recover(&mut f, path)?
+        };
+        match super::verify::verify_chain(&files::chain(path).map_err(|e| io("cannot list", e))?) {
+            Ok(super::verify::Verdict::Ok { .. }) => {}
+            Ok(broken) if options.accept_broken_chain => {
+                tracing::warn!(message = "Audit chain does not verify; continuing as the operator asked.", verdict = %broken);
+                head.accepted_break = Some(broken.to_string());
+            }
+            Ok(broken) => {
+                return Err(AuditError::Corrupt(format!(
+                    "`{}`: {broken} (start with --accept-broken-audit-chain to continue it anyway)",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(io("cannot verify", e)),
+        }
+        let file = opener(path).map_err(|e| io("cannot open", e))?;
         let healthy = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let (tx, rx) = mpsc::channel::<Job>(16_384);
         let mut writer = Writer {
             file,
+            path: path.to_path_buf(),
+            opened: Instant::now(),
+            options,
+            opener,
             seq: head.seq,
             hash: head.hash.clone(),
             healthy: healthy.clone(),
+            metrics,
         };
+        let mut notes = Vec::new();
         if head.truncated > 0 {
+            notes.push(format!(
+                "torn last line of {} bytes removed at start-up",
+                head.truncated
+            ));
+        }
+        if let Some(b) = &head.accepted_break {
+            notes.push(format!(
+                "chain break accepted by the operator at start-up: {b}"
+            ));
+        }
+        if !notes.is_empty() {
             // Record the repair in the chain itself, so `verify` and readers see it.
             let entry = Entry {
                 time: now_rfc3339(),
-                request_id: String::new(),
                 event: "recovered",
                 decision: "deny",
-                reasons: vec![format!(
-                    "torn last line of {} bytes removed at start-up",
-                    head.truncated
-                )],
+                reasons: notes,
                 ..Entry::default()
             };
             writer.write_batch(vec![entry]).map_err(AuditError::Io)?;
@@ -102,7 +203,7 @@ impl FileLog {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The file path.
+    /// The live file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -110,20 +211,25 @@ impl FileLog {
     /// Appends an entry and waits until it is durable; returns its `seq`.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         let (reply, rx) = oneshot::channel();
+        let stopped = || AuditError::Io("audit writer has stopped".into());
         self.tx
             .send(Job { entry, reply })
             .await
-            .map_err(|_| AuditError::Io("audit writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| AuditError::Io("audit writer has stopped".into()))?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
 struct Writer {
-    file: File,
+    file: Box<dyn LogFile>,
+    path: PathBuf,
+    opened: Instant,
+    options: LogOptions,
+    opener: Opener,
     seq: u64,
     hash: String,
     healthy: Arc<AtomicBool>,
+    metrics: AuditMetrics,
 }
 
 impl Writer {
@@ -154,9 +260,42 @@ impl Writer {
         }
     }
 
+    fn due_for_rotation(&self) -> bool {
+        let size = self
+            .options
+            .rotate_bytes
+            .is_some_and(|max| self.file.len().is_ok_and(|l| l >= max));
+        let age = self
+            .options
+            .rotate_age
+            .is_some_and(|max| self.opened.elapsed() >= max);
+        (size || age) && self.file.len().is_ok_and(|l| l > 0)
+    }
+
+    /// Renames the live file to the next number and starts a new one. The chain continues:
+    /// the new file's first record links to the old file's last hash.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync()?;
+        let to = files::next_rotated(&self.path)?;
+        std::fs::rename(&self.path, &to)?;
+        self.file = (self.opener)(&self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.opened = Instant::now();
+        tracing::info!(message = "Audit log rotated.", to = %to.display());
+        Ok(())
+    }
+
     /// Writes and syncs a batch; on failure rolls the file and the chain back to before it.
     fn write_batch(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(entries.len() * 512);
+        if self.due_for_rotation() {
+            if let Err(e) = self.rotate() {
+                tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
+            }
+        }
+        let n = entries.len();
+        let mut buf = Vec::with_capacity(n * 512);
         let (mut seq, mut hash) = (self.seq, self.hash.clone());
         for e in entries {
             seq += 1;
@@ -165,17 +304,17 @@ impl Writer {
             buf.push(b'\n');
             hash = r.hash;
         }
-        let before = self
-            .file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| e.to_string())?;
-        let result = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data());
+        let started = Instant::now();
+        let before = self.file.len().map_err(|e| e.to_string());
+        let result = before.clone().and_then(|_| {
+            self.file
+                .append(&buf)
+                .and_then(|_| self.file.sync())
+                .map_err(|e| e.to_string())
+        });
         match result {
             Ok(()) => {
+                self.metrics.observe_batch(n, started.elapsed());
                 self.seq = seq;
                 self.hash = hash;
                 if !self.healthy.swap(true, Ordering::Relaxed) {
@@ -184,7 +323,10 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(before);
+                self.metrics.failures.inc();
+                if let Ok(len) = before {
+                    let _ = self.file.truncate(len);
+                }
                 if self.healthy.swap(false, Ordering::Relaxed) {
                     tracing::error!(message = "Audit log write failed; triggers are refused until it recovers.", error = %e);
                 }
@@ -194,15 +336,23 @@ impl Writer {
     }
 }
 
-/// Finds the last complete record; cuts a torn (newline-less) tail.
+/// Finds the last complete record; cuts a torn (newline-less) tail. A live file that is empty
+/// continues from the last rotated file.
 fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
     let io = |e: std::io::Error| AuditError::Io(format!("cannot read `{}`: {e}", path.display()));
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
+        if let Some((_, prev)) = files::rotated(path).map_err(io)?.last() {
+            let mut f = File::open(prev).map_err(io)?;
+            let mut h = recover(&mut f, prev)?;
+            h.truncated = 0;
+            return Ok(h);
+        }
         return Ok(ChainHead {
             seq: 0,
             hash: GENESIS.into(),
             truncated: 0,
+            accepted_break: None,
         });
     }
     let start = len.saturating_sub(TAIL_BYTES);
@@ -229,11 +379,9 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
     let last = body.rsplit(|b| *b == b'\n').next().unwrap_or_default();
     if last.is_empty() {
         if start == 0 {
-            return Ok(ChainHead {
-                seq: 0,
-                hash: GENESIS.into(),
-                truncated,
-            });
+            let mut h = recover(file, path)?;
+            h.truncated = truncated;
+            return Ok(h);
         }
         return Err(AuditError::Corrupt(format!(
             "`{}`: last record not found",
@@ -250,5 +398,9 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
         seq: r.seq,
         hash: r.hash,
         truncated,
+        accepted_break: None,
     })
 }
+
+#[cfg(test)]
+mod tests;

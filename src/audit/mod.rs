@@ -2,6 +2,7 @@
 //! which exists only once its `decision` record is durable.
 
 pub mod file;
+pub mod files;
 pub mod record;
 pub mod verify;
 

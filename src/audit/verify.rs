@@ -1,8 +1,9 @@
-//! Walk a log's hash chain: the first broken record, or `ok N records`.
+//! Walk a log's hash chain, across rotated files: the first broken record, or `ok N records`.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::files;
 use super::record::{GENESIS, hash_of};
 
 /// The result of a verification.
@@ -15,7 +16,9 @@ pub enum Verdict {
     },
     /// The first record that does not.
     Broken {
-        /// 1-based line.
+        /// The file it is in.
+        file: PathBuf,
+        /// 1-based line in that file.
         line: u64,
         /// What is wrong.
         reason: String,
@@ -26,45 +29,77 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Verdict::Ok { records } => write!(f, "ok {records} records"),
-            Verdict::Broken { line, reason } => write!(f, "broken at line {line}: {reason}"),
+            Verdict::Broken { file, line, reason } => {
+                write!(f, "broken at {}:{line}: {reason}", file.display())
+            }
         }
     }
 }
 
-/// Verifies a log file.
-pub fn verify_file(path: &Path) -> std::io::Result<Verdict> {
-    let f = std::fs::File::open(path)?;
-    verify_lines(std::io::BufReader::new(f))
+/// Where the walk is.
+struct Walk {
+    prev: String,
+    prev_seq: u64,
+    records: u64,
 }
 
-/// Verifies lines of a log.
-pub fn verify_lines(r: impl BufRead) -> std::io::Result<Verdict> {
-    let mut prev = GENESIS.to_string();
-    let mut prev_seq = 0u64;
-    let mut n = 0u64;
+/// Verifies a log file (with the rotated files before it) or a folder of logs.
+pub fn verify_path(path: &Path) -> std::io::Result<Verdict> {
+    if !path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file or folder",
+        ));
+    }
+    verify_chain(&files::chain(path)?)
+}
+
+/// Verifies one file alone (the chain must start in it).
+pub fn verify_file(path: &Path) -> std::io::Result<Verdict> {
+    verify_chain(&[path.to_path_buf()])
+}
+
+/// Verifies files that form one chain, in order.
+pub fn verify_chain(paths: &[PathBuf]) -> std::io::Result<Verdict> {
+    let mut w = Walk {
+        prev: GENESIS.to_string(),
+        prev_seq: 0,
+        records: 0,
+    };
+    for p in paths {
+        let f = match std::fs::File::open(p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(v) = walk(&mut w, p, std::io::BufReader::new(f))? {
+            return Ok(v);
+        }
+    }
+    Ok(Verdict::Ok { records: w.records })
+}
+
+fn walk(w: &mut Walk, file: &Path, r: impl BufRead) -> std::io::Result<Option<Verdict>> {
     for (i, line) in r.lines().enumerate() {
         let line = line?;
-        let lineno = i as u64 + 1;
         let broken = |reason: String| {
-            Ok(Verdict::Broken {
-                line: lineno,
+            Ok(Some(Verdict::Broken {
+                file: file.to_path_buf(),
+                line: i as u64 + 1,
                 reason,
-            })
+            }))
         };
         let mut v: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => return broken(format!("not JSON: {e}")),
         };
-        let claimed = v
-            .get("hash")
-            .and_then(|h| h.as_str())
-            .unwrap_or_default()
-            .to_string();
-        let prev_hash = v
-            .get("prev_hash")
-            .and_then(|h| h.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|h| h.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (claimed, prev_hash) = (field("hash"), field("prev_hash"));
         let seq = v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
         let actual = match hash_of(&mut v) {
             Ok(h) => h,
@@ -75,17 +110,17 @@ pub fn verify_lines(r: impl BufRead) -> std::io::Result<Verdict> {
                 "seq {seq}: hash does not match the record's contents"
             ));
         }
-        if prev_hash != prev {
+        if prev_hash != w.prev {
             return broken(format!(
                 "seq {seq}: prev_hash does not match the previous record"
             ));
         }
-        if seq != prev_seq + 1 {
-            return broken(format!("seq {seq}: expected seq {}", prev_seq + 1));
+        if seq != w.prev_seq + 1 {
+            return broken(format!("seq {seq}: expected seq {}", w.prev_seq + 1));
         }
-        prev = claimed;
-        prev_seq = seq;
-        n += 1;
+        w.prev = claimed;
+        w.prev_seq = seq;
+        w.records += 1;
     }
-    Ok(Verdict::Ok { records: n })
+    Ok(None)
 }

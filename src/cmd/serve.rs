@@ -8,8 +8,9 @@ use crate::config;
 use crate::listen::{Server, shutdown_signal};
 
 /// Loads, starts and serves.
-pub async fn run(path: &Path) -> Result<(), StartError> {
-    let settings = config::load(path).map_err(StartError::Invalid)?;
+pub async fn run(path: &Path, accept_broken_audit_chain: bool) -> Result<(), StartError> {
+    let mut settings = config::load(path).map_err(StartError::Invalid)?;
+    settings.audit_accept_broken_chain = accept_broken_audit_chain;
     let listen = settings.server.listen;
     let app = Arc::new(App::build(settings, Deps::real()?)?);
     app.spawn_issuer_warmup();

@@ -52,6 +52,10 @@ pub struct RawPolicies {
 pub struct RawAudit {
     /// JSON-lines log file. Default `audit/stepgate-audit.jsonl`.
     pub path: Option<String>,
+    /// Rotate the live file at this size in bytes. Default 134217728 (128 MiB); 0 = never.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate the live file at this age (`"24h"`). Default: never.
+    pub rotate_age: Option<String>,
 }
 
 /// One `[[issuers]]` block: a trusted OIDC issuer.

@@ -120,6 +120,12 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     /// Audit log file.
     pub audit_path: PathBuf,
+    /// Rotate the audit log at this size.
+    pub audit_rotate_bytes: Option<u64>,
+    /// Rotate the audit log at this age.
+    pub audit_rotate_age: Option<Duration>,
+    /// Start even if the audit chain does not verify (command-line flag, not config).
+    pub audit_accept_broken_chain: bool,
     /// Trusted issuers, in file order.
     pub issuers: Vec<IssuerSettings>,
     /// Credential providers by name.
@@ -404,6 +410,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
             .unwrap_or("audit/stepgate-audit.jsonl"),
     );
 
+    let audit_rotate_bytes = match audit.rotate_bytes {
+        None => Some(128 * 1024 * 1024),
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    let audit_rotate_age = audit
+        .rotate_age
+        .as_deref()
+        .map(|a| duration(&mut c, "audit.rotate_age", Some(a), Duration::ZERO))
+        .filter(|d| !d.is_zero());
+
     let mut issuer_settings = Vec::new();
     for (i, (raw, span)) in issuers.into_iter().enumerate() {
         if let Some(s) = validate_issuer(&mut c, &format!("issuers[{i}]"), span.clone(), raw) {
@@ -458,6 +475,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
         server: server.ok_or_else(|| Problems(Vec::new()))?,
         policies_dir,
         audit_path,
+        audit_rotate_bytes,
+        audit_rotate_age,
+        audit_accept_broken_chain: false,
         issuers: issuer_settings,
         credentials: cred_settings,
         steps: step_settings,

@@ -146,7 +146,11 @@ fn audit_verify_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("broken at line 1"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("broken at {}:1: ", p.display())),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -156,4 +160,32 @@ fn help_names_every_command() {
     for c in ["serve", "check", "dev", "audit"] {
         assert!(s.contains(c), "{s}");
     }
+}
+
+#[tokio::test]
+async fn audit_tail_filters_for_people() {
+    let h = crate::support::Harness::start().await;
+    assert_eq!(h.start_as("alice", "nightly-load", "{}").await.status, 201);
+    assert_eq!(h.start_as("victor", "nightly-load", "{}").await.status, 403);
+    let out = stepgate()
+        .args(["audit", "tail", "--decision", "deny"])
+        .arg(&h.audit_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("deny  403 start nightly-load by dev/victor"),
+        "{stdout}"
+    );
+    let out = stepgate()
+        .args(["audit", "tail", "--caller", "dev/alice", "--json"])
+        .arg(&h.audit_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.lines().all(|l| l.contains("\"sub\":\"alice\"")));
+    h.stop().await;
 }

@@ -1,0 +1,169 @@
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+use crate::audit::verify::{Verdict, verify_path};
+
+/// A file whose disk can be made "full".
+struct FlakyFile {
+    inner: File,
+    full: Arc<AtomicBool>,
+}
+
+impl LogFile for FlakyFile {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            // Half the bytes land, as on a real short write, then the error.
+            let _ = self.inner.write_all(&buf[..buf.len() / 2]);
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.inner.write_all(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.metadata().map(|m| m.len())
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+fn entry(i: u64) -> Entry {
+    Entry {
+        time: "2026-11-24T00:00:00.000Z".into(),
+        request_id: format!("r{i}"),
+        event: "decision",
+        decision: "allow",
+        ..Entry::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_fails_every_write_then_recovers_without_breaking_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let full = Arc::new(AtomicBool::new(false));
+    let f2 = full.clone();
+    let opener: Opener = Box::new(move |p| {
+        let inner = OpenOptions::new().create(true).append(true).open(p)?;
+        Ok(Box::new(FlakyFile {
+            inner,
+            full: f2.clone(),
+        }))
+    });
+    let metrics = AuditMetrics::default();
+    let (log, _) = FileLog::open_with(
+        &path,
+        LogOptions::default(),
+        || "t".into(),
+        metrics.clone(),
+        opener,
+    )
+    .unwrap();
+    rt().block_on(async {
+        assert_eq!(log.append(entry(1)).await.unwrap(), 1);
+        full.store(true, Ordering::SeqCst);
+        assert!(log.append(entry(2)).await.is_err());
+        assert!(log.append(entry(3)).await.is_err());
+        assert!(!log.is_healthy());
+        full.store(false, Ordering::SeqCst);
+        // The failed records took no sequence numbers and left no bytes.
+        assert_eq!(log.append(entry(4)).await.unwrap(), 2);
+        assert!(log.is_healthy());
+    });
+    assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 2 });
+    assert_eq!(metrics.failures.get(), 2);
+}
+
+#[test]
+fn rotation_by_size_keeps_one_chain_across_files_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let opts = LogOptions {
+        rotate_bytes: Some(2000),
+        ..LogOptions::default()
+    };
+    for round in 0..2 {
+        let (log, _) = FileLog::open_with(
+            &path,
+            opts.clone(),
+            || "t".into(),
+            AuditMetrics::default(),
+            Box::new(open_file),
+        )
+        .unwrap();
+        rt().block_on(async {
+            for i in 0..20 {
+                log.append(entry(round * 100 + i)).await.unwrap();
+            }
+        });
+    }
+    let rotated = files::rotated(&path).unwrap();
+    assert!(rotated.len() >= 4, "{rotated:?}");
+    assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 40 });
+    assert_eq!(
+        verify_path(dir.path()).unwrap(),
+        Verdict::Ok { records: 40 }
+    );
+    // Removing a middle file is found at the first record after the gap.
+    std::fs::remove_file(&rotated[1].1).unwrap();
+    let v = verify_path(&path).unwrap();
+    assert!(
+        matches!(&v, Verdict::Broken { file, line: 1, .. } if *file == rotated[2].1),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_broken_chain_refuses_to_start_unless_accepted_and_the_acceptance_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    {
+        let (log, _) = FileLog::open(&path, || "t".into()).unwrap();
+        rt().block_on(async {
+            for i in 0..3 {
+                log.append(entry(i)).await.unwrap();
+            }
+        });
+    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("\"r1\"", "\"rX\"", 1);
+    std::fs::write(&path, text).unwrap();
+    let err = FileLog::open(&path, || "t".into()).err().unwrap();
+    assert!(
+        err.to_string().contains("--accept-broken-audit-chain"),
+        "{err}"
+    );
+    let opts = LogOptions {
+        accept_broken_chain: true,
+        ..LogOptions::default()
+    };
+    let (_log, head) = FileLog::open_with(
+        &path,
+        opts,
+        || "t".into(),
+        AuditMetrics::default(),
+        Box::new(open_file),
+    )
+    .unwrap();
+    assert!(head.accepted_break.is_some());
+    let last = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("\"recovered\"") && last.contains("accepted by the operator"),
+        "{last}"
+    );
+}
