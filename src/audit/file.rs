@@ -38,8 +38,8 @@ pub trait LogFile: Send {
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()>;
     /// Makes appended bytes durable (`fdatasync`).
     fn sync(&mut self) -> std::io::Result<()>;
-    /// Current length.
-    fn len(&self) -> std::io::Result<u64>;
+    /// Current size in bytes.
+    fn size(&self) -> std::io::Result<u64>;
     /// Cuts the file back to `len` (roll back a failed batch).
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
 }
@@ -51,7 +51,7 @@ impl LogFile for File {
     fn sync(&mut self) -> std::io::Result<()> {
         self.sync_data()
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         self.metadata().map(|m| m.len())
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
@@ -264,12 +264,12 @@ impl Writer {
         let size = self
             .options
             .rotate_bytes
-            .is_some_and(|max| self.file.len().is_ok_and(|l| l >= max));
+            .is_some_and(|max| self.file.size().is_ok_and(|l| l >= max));
         let age = self
             .options
             .rotate_age
             .is_some_and(|max| self.opened.elapsed() >= max);
-        (size || age) && self.file.len().is_ok_and(|l| l > 0)
+        (size || age) && self.file.size().is_ok_and(|l| l > 0)
     }
 
     /// Renames the live file to the next number and starts a new one. The chain continues:
@@ -289,10 +289,10 @@ impl Writer {
 
     /// Writes and syncs a batch; on failure rolls the file and the chain back to before it.
     fn write_batch(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        if self.due_for_rotation() {
-            if let Err(e) = self.rotate() {
-                tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
-            }
+        if self.due_for_rotation()
+            && let Err(e) = self.rotate()
+        {
+            tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
         }
         let n = entries.len();
         let mut buf = Vec::with_capacity(n * 512);
@@ -305,7 +305,7 @@ impl Writer {
             hash = r.hash;
         }
         let started = Instant::now();
-        let before = self.file.len().map_err(|e| e.to_string());
+        let before = self.file.size().map_err(|e| e.to_string());
         let result = before.clone().and_then(|_| {
             self.file
                 .append(&buf)

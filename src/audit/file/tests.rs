@@ -21,7 +21,7 @@ impl LogFile for FlakyFile {
     fn sync(&mut self) -> std::io::Result<()> {
         self.inner.sync_data()
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         self.inner.metadata().map(|m| m.len())
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
