@@ -72,6 +72,10 @@ pub fn verify_chain(paths: &[PathBuf]) -> std::io::Result<Verdict> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        // Only regular files hold records (a device such as /dev/full would read forever).
+        if !f.metadata()?.is_file() {
+            continue;
+        }
         if let Some(v) = walk(&mut w, p, std::io::BufReader::new(f))? {
             return Ok(v);
         }
