@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthnError;
 use super::identity::{Identity, flatten_tags};
-use super::jwks::{FetchedKeys, KeySource};
+use super::jwks::{FetchedKeys, KeyPolicy, KeySource};
 use crate::clock::SharedClock;
 use crate::config::IssuerSettings;
 use crate::http_client::SharedHttpClient;
@@ -53,7 +53,11 @@ pub struct Issuer {
 impl Issuer {
     /// An issuer whose keys are fetched through `http`.
     pub fn new(settings: IssuerSettings, http: SharedHttpClient, clock: SharedClock) -> Self {
-        let keys = KeySource::new(settings.issuer.clone(), settings.jwks_uri.clone(), http);
+        let policy = KeyPolicy {
+            stale_for: settings.stale_keys_for,
+            ..KeyPolicy::default()
+        };
+        let keys = KeySource::new(settings.issuer.clone(), settings.jwks_uri.clone(), http, policy);
         Self {
             settings,
             keys,
@@ -85,9 +89,8 @@ impl Issuer {
             .map_err(AuthnError::KeysUnavailable)?;
         match self.verify_with(jwt, &keys) {
             Err(AuthnError::UnknownKey) => match self.keys.refresh_for_unknown_kid(&keys).await {
-                Ok(Some(fresh)) => self.verify_with(jwt, &fresh),
-                Ok(None) => Err(AuthnError::UnknownKey),
-                Err(e) => Err(AuthnError::KeysUnavailable(e)),
+                Some(fresh) => self.verify_with(jwt, &fresh),
+                None => Err(AuthnError::UnknownKey),
             },
             other => other,
         }
@@ -128,7 +131,14 @@ impl Issuer {
             .map_err(map_verification_error)?;
         self.check_times(claims)?;
         self.check_audience(claims)?;
-        Ok(self.identity(claims))
+        let identity = self.identity(claims);
+        for (claim, want) in &self.settings.required_claims {
+            let have = identity.tags.get(claim).or(if claim == "sub" { Some(&identity.sub) } else { None });
+            if have != Some(want) {
+                return Err(AuthnError::RequiredClaim(claim.clone()));
+            }
+        }
+        Ok(identity)
     }
 
     fn check_audience(&self, claims: &Claims) -> Result<(), AuthnError> {
@@ -153,8 +163,14 @@ impl Issuer {
                 return Err(AuthnError::NotYetValid);
             }
         }
-        if SystemTime::from(claims.issue_time()) > now + leeway {
+        let iat = SystemTime::from(claims.issue_time());
+        if iat > now + leeway {
             return Err(AuthnError::NotYetValid);
+        }
+        if let Some(max) = self.settings.max_token_age
+            && now.duration_since(iat).unwrap_or(Duration::ZERO) > max + leeway
+        {
+            return Err(AuthnError::TooOld);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod jwks;
 use std::sync::Arc;
 
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 
 pub use identity::Identity;
 use issuer::{BearerJwt, Issuer, IssuerMap, claimed_issuer};
@@ -43,6 +44,16 @@ pub enum AuthnError {
     /// `aud` contains none of the issuer's audiences.
     #[error("audience not accepted")]
     Audience,
+    /// Issued longer ago than the issuer's `max_token_age`.
+    #[error("token too old")]
+    TooOld,
+    /// A configured `required_claims` entry does not match.
+    #[error("claim `{0}` not accepted")]
+    RequiredClaim(String),
+    /// A header that points at or embeds keys (`jku`, `x5u`, `jwk`, `x5c`): RFC 8725 says never
+    /// trust keys a token brings along.
+    #[error("token header `{0}` not accepted")]
+    KeyHeader(&'static str),
     /// Signature does not verify.
     #[error("signature does not verify")]
     Signature,
@@ -74,9 +85,28 @@ impl AuthnError {
     }
 }
 
-/// All trusted issuers.
+/// Most verified tokens remembered.
+const TOKEN_CACHE_CAPACITY: u64 = 10_000;
+
+/// All trusted issuers, and a cache of tokens already verified.
 pub struct Authenticator {
     issuers: IssuerMap,
+    verified: moka::future::Cache<[u8; 32], Arc<Identity>>,
+    clock: SharedClock,
+}
+
+/// Keeps a verified token until its `exp`, but never longer than the shortest key refresh, so a
+/// key the issuer revokes stops being honoured within one JWKS refresh.
+struct UntilExpiry {
+    clock: SharedClock,
+    max: std::time::Duration,
+}
+
+impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], id: &Arc<Identity>, _: std::time::Instant) -> Option<std::time::Duration> {
+        let left = id.expires_at.duration_since(self.clock.now()).unwrap_or_default();
+        Some(left.min(self.max))
+    }
 }
 
 impl Authenticator {
@@ -91,7 +121,18 @@ impl Authenticator {
                 )
             })
             .collect();
-        Self { issuers }
+        let verified = moka::future::Cache::builder()
+            .max_capacity(TOKEN_CACHE_CAPACITY)
+            .expire_after(UntilExpiry {
+                clock: clock.clone(),
+                max: jwks::KeyPolicy::default().min_ttl,
+            })
+            .build();
+        Self {
+            issuers,
+            verified,
+            clock,
+        }
     }
 
     /// The configured issuers.
@@ -120,6 +161,32 @@ impl Authenticator {
     pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthnError::TooLarge);
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(id) = self.verified.get(&key).await
+            && id.expires_at > self.clock.now()
+        {
+            return Ok((*id).clone());
+        }
+        let identity = self.verify_uncached(token).await?;
+        self.verified.insert(key, Arc::new(identity.clone())).await;
+        Ok(identity)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthnError> {
+        // RFC 8725: a token must not choose its own keys.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+        if header.jku.is_some() {
+            return Err(AuthnError::KeyHeader("jku"));
+        }
+        if header.x5u.is_some() {
+            return Err(AuthnError::KeyHeader("x5u"));
+        }
+        if header.jwk.is_some() {
+            return Err(AuthnError::KeyHeader("jwk"));
+        }
+        if header.x5c.is_some() {
+            return Err(AuthnError::KeyHeader("x5c"));
         }
         let jwt: BearerJwt = token.parse().map_err(|_| AuthnError::Malformed)?;
         let iss = claimed_issuer(&jwt).ok_or(AuthnError::Malformed)?;

@@ -78,6 +78,13 @@ pub struct RawIssuer {
     pub leeway: Option<String>,
     /// Whether `email` counts only when `email_verified` is true. Default true.
     pub require_verified_email: Option<bool>,
+    /// How long cached keys keep serving past their expiry while the issuer is down. Default `1h`.
+    pub stale_keys_for: Option<String>,
+    /// Refuse tokens issued (`iat`) longer ago than this. Default: no limit.
+    pub max_token_age: Option<String>,
+    /// Claims that must have exactly these string values (`{ repository_owner = "acme" }`);
+    /// nested claims by dotted name (`"kubernetes.io.namespace"`).
+    pub required_claims: Option<BTreeMap<String, String>>,
 }
 
 /// One `[credentials.NAME]` block: a credential provider, chosen by `kind`.

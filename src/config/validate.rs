@@ -179,6 +179,12 @@ pub struct IssuerSettings {
     pub leeway: Duration,
     /// `email` only counts when `email_verified` is true.
     pub require_verified_email: bool,
+    /// Stale window for keys during an issuer outage.
+    pub stale_keys_for: Duration,
+    /// Maximum token age (from `iat`).
+    pub max_token_age: Option<Duration>,
+    /// Claims that must equal these values.
+    pub required_claims: BTreeMap<String, String>,
 }
 
 /// A credential provider's settings.
@@ -664,6 +670,16 @@ fn validate_issuer(
             "must be at most 5m",
         );
     }
+    let stale_keys_for = duration(
+        c,
+        &format!("{key}.stale_keys_for"),
+        raw.stale_keys_for.as_deref(),
+        Duration::from_secs(3600),
+    );
+    let max_token_age = raw
+        .max_token_age
+        .as_deref()
+        .map(|a| duration(c, &format!("{key}.max_token_age"), Some(a), Duration::ZERO));
     (c.problems.len() == before).then(|| IssuerSettings {
         name: raw.name,
         issuer: raw.issuer,
@@ -673,6 +689,9 @@ fn validate_issuer(
         algorithms,
         leeway,
         require_verified_email: raw.require_verified_email.unwrap_or(true),
+        stale_keys_for,
+        max_token_age,
+        required_claims: raw.required_claims.unwrap_or_default(),
     })
 }
 
