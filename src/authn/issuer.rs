@@ -57,7 +57,12 @@ impl Issuer {
             stale_for: settings.stale_keys_for,
             ..KeyPolicy::default()
         };
-        let keys = KeySource::new(settings.issuer.clone(), settings.jwks_uri.clone(), http, policy);
+        let keys = KeySource::new(
+            settings.issuer.clone(),
+            settings.jwks_uri.clone(),
+            http,
+            policy,
+        );
         Self {
             settings,
             keys,
@@ -133,7 +138,11 @@ impl Issuer {
         self.check_audience(claims)?;
         let identity = self.identity(claims);
         for (claim, want) in &self.settings.required_claims {
-            let have = identity.tags.get(claim).or(if claim == "sub" { Some(&identity.sub) } else { None });
+            let have = identity.tags.get(claim).or(if claim == "sub" {
+                Some(&identity.sub)
+            } else {
+                None
+            });
             if have != Some(want) {
                 return Err(AuthnError::RequiredClaim(claim.clone()));
             }

@@ -71,7 +71,12 @@ pub struct KeysUnavailable {
 struct FreshFor;
 
 impl moka::Expiry<(), Arc<FetchedKeys>> for FreshFor {
-    fn expire_after_create(&self, _: &(), value: &Arc<FetchedKeys>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &(),
+        value: &Arc<FetchedKeys>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -91,13 +96,21 @@ pub struct KeySource {
 
 impl KeySource {
     /// Keys for `issuer`, from `jwks_uri` if given, else from discovery.
-    pub fn new(issuer: String, jwks_uri: Option<String>, http: SharedHttpClient, policy: KeyPolicy) -> Self {
+    pub fn new(
+        issuer: String,
+        jwks_uri: Option<String>,
+        http: SharedHttpClient,
+        policy: KeyPolicy,
+    ) -> Self {
         Self {
             issuer,
             jwks_uri: Mutex::new(jwks_uri),
             http,
             policy,
-            cache: moka::future::Cache::builder().max_capacity(1).expire_after(FreshFor).build(),
+            cache: moka::future::Cache::builder()
+                .max_capacity(1)
+                .expire_after(FreshFor)
+                .build(),
             last_good: Mutex::new(None),
             last_failure: Mutex::new(None),
             ever_loaded: AtomicBool::new(false),
@@ -146,14 +159,18 @@ impl KeySource {
 
     /// Called when a token names a key the set does not have: refetches at most once per
     /// refetch floor. Returns the keys to retry with, or `None` when there is nothing newer.
-    pub async fn refresh_for_unknown_kid(&self, seen: &Arc<FetchedKeys>) -> Option<Arc<FetchedKeys>> {
+    pub async fn refresh_for_unknown_kid(
+        &self,
+        seen: &Arc<FetchedKeys>,
+    ) -> Option<Arc<FetchedKeys>> {
         // Someone already refreshed since we looked (single flight).
         if let Some(k) = self.cache.get(&()).await
             && !Arc::ptr_eq(&k, seen)
         {
             return Some(k);
         }
-        if seen.fetched_at.elapsed() < self.policy.refetch_floor || self.recent_failure().is_some() {
+        if seen.fetched_at.elapsed() < self.policy.refetch_floor || self.recent_failure().is_some()
+        {
             return None;
         }
         self.cache.invalidate(&()).await;
@@ -224,7 +241,10 @@ impl KeySource {
             issuer: String,
             jwks_uri: String,
         }
-        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
         let resp = self.get(&url).await?;
         let (issuer, jwks_uri) = match serde_json::from_slice::<CoreProviderMetadata>(resp.body()) {
             Ok(m) => (m.issuer().to_string(), m.jwks_uri().to_string()),
@@ -235,7 +255,10 @@ impl KeySource {
             }
         };
         if issuer != self.issuer {
-            return Err(self.unavailable(format!("discovery names issuer `{issuer}`, not `{}`", self.issuer)));
+            return Err(self.unavailable(format!(
+                "discovery names issuer `{issuer}`, not `{}`",
+                self.issuer
+            )));
         }
         if !crate::config::secure_or_loopback(&jwks_uri) {
             return Err(self.unavailable(format!("discovered jwks_uri `{jwks_uri}` is not https")));
@@ -271,13 +294,20 @@ impl KeySource {
 
 /// `Cache-Control: max-age=N` (0 for `no-store`/`no-cache`).
 pub fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get(http::header::CACHE_CONTROL)?.to_str().ok()?.to_ascii_lowercase();
+    let v = headers
+        .get(http::header::CACHE_CONTROL)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
     let mut out = None;
     for d in v.split(',').map(str::trim) {
         if d == "no-store" || d == "no-cache" {
             return Some(Duration::ZERO);
         }
-        if let Some(n) = d.strip_prefix("max-age=").and_then(|n| n.trim_matches('"').parse::<u64>().ok()) {
+        if let Some(n) = d
+            .strip_prefix("max-age=")
+            .and_then(|n| n.trim_matches('"').parse::<u64>().ok())
+        {
             out = Some(Duration::from_secs(n));
         }
     }
@@ -292,7 +322,10 @@ mod tests {
     fn cache_control_max_age() {
         let mut h = http::HeaderMap::new();
         assert_eq!(max_age(&h), None);
-        h.insert(http::header::CACHE_CONTROL, "public, max-age=3600, must-revalidate".parse().unwrap());
+        h.insert(
+            http::header::CACHE_CONTROL,
+            "public, max-age=3600, must-revalidate".parse().unwrap(),
+        );
         assert_eq!(max_age(&h), Some(Duration::from_secs(3600)));
         h.insert(http::header::CACHE_CONTROL, "no-store".parse().unwrap());
         assert_eq!(max_age(&h), Some(Duration::ZERO));

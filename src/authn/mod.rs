@@ -103,8 +103,16 @@ struct UntilExpiry {
 }
 
 impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], id: &Arc<Identity>, _: std::time::Instant) -> Option<std::time::Duration> {
-        let left = id.expires_at.duration_since(self.clock.now()).unwrap_or_default();
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        id: &Arc<Identity>,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let left = id
+            .expires_at
+            .duration_since(self.clock.now())
+            .unwrap_or_default();
         Some(left.min(self.max))
     }
 }

@@ -52,6 +52,22 @@ impl DevKey {
         &self.jwk
     }
 
+    /// Signs arbitrary header and claims JSON (any shape, for attack tests) with this key.
+    pub fn sign_raw(&self, header: &Value, claims: &[u8]) -> Result<String, String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let msg = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims));
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), self.encoding.expose(), Algorithm::ES256)
+                .map_err(|e| e.to_string())?;
+        Ok(format!("{msg}.{sig}"))
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
     /// Signs `claims` as an ES256 JWT with this key's `kid`.
     pub fn sign(&self, claims: &Value) -> Result<String, String> {
         let mut h = Header::new(Algorithm::ES256);
@@ -97,6 +113,11 @@ impl DevIssuer {
     pub fn token_for(&self, caller: &str, ttl: Duration) -> Option<String> {
         let extra = sample_callers().remove(caller)?;
         self.mint(extra, ttl).ok()
+    }
+
+    /// The issuer's signing key.
+    pub fn key(&self) -> &DevKey {
+        &self.key
     }
 
     /// Mints a token with the given claims (plus `iss`, `aud`, `iat`, `nbf`, `exp`).

@@ -14,6 +14,7 @@ mod support;
 mod audit;
 mod authn;
 mod cli;
+mod jwt_attacks;
 mod listener;
 mod peers;
 mod pipeline;

@@ -20,6 +20,7 @@ pub struct Harness {
     pub base: String,
     pub issuer: Arc<DevIssuer>,
     pub sandbox: Arc<Sandbox>,
+    pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     pub audit_path: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -58,7 +59,7 @@ impl Harness {
         let settings = stepgate::config::load(&path).unwrap();
         let app = Arc::new(App::build(settings, Deps::real().unwrap()).unwrap());
         let _unreachable = app.authn.warm().await; // as `serve` does at start-up
-        let server = Server::bind(app, listen).await.unwrap();
+        let server = Server::bind(app.clone(), listen).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(server.run(async move {
@@ -68,7 +69,7 @@ impl Harness {
             base,
             issuer,
             sandbox,
-
+            app,
             dir,
             audit_path,
             shutdown: Some(tx),
