@@ -55,6 +55,7 @@ impl Issuer {
     pub fn new(settings: IssuerSettings, http: SharedHttpClient, clock: SharedClock) -> Self {
         let policy = KeyPolicy {
             stale_for: settings.stale_keys_for,
+            refetch_floor: settings.min_refetch_interval,
             ..KeyPolicy::default()
         };
         let keys = KeySource::new(

@@ -40,7 +40,7 @@ impl Default for KeyPolicy {
             default_ttl: Duration::from_secs(300),
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),
-            refetch_floor: Duration::from_secs(30),
+            refetch_floor: Duration::from_secs(5),
             failure_backoff: Duration::from_secs(5),
             stale_for: Duration::from_secs(3600),
         }

@@ -80,6 +80,8 @@ pub struct RawIssuer {
     pub require_verified_email: Option<bool>,
     /// How long cached keys keep serving past their expiry while the issuer is down. Default `1h`.
     pub stale_keys_for: Option<String>,
+    /// Least time between two key fetches caused by an unknown `kid`. Default `5s`.
+    pub min_refetch_interval: Option<String>,
     /// Refuse tokens issued (`iat`) longer ago than this. Default: no limit.
     pub max_token_age: Option<String>,
     /// Claims that must have exactly these string values (`{ repository_owner = "acme" }`);

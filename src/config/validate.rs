@@ -181,6 +181,8 @@ pub struct IssuerSettings {
     pub require_verified_email: bool,
     /// Stale window for keys during an issuer outage.
     pub stale_keys_for: Duration,
+    /// Least time between unknown-kid refetches.
+    pub min_refetch_interval: Duration,
     /// Maximum token age (from `iat`).
     pub max_token_age: Option<Duration>,
     /// Claims that must equal these values.
@@ -676,6 +678,12 @@ fn validate_issuer(
         raw.stale_keys_for.as_deref(),
         Duration::from_secs(3600),
     );
+    let min_refetch_interval = duration(
+        c,
+        &format!("{key}.min_refetch_interval"),
+        raw.min_refetch_interval.as_deref(),
+        Duration::from_secs(5),
+    );
     let max_token_age = raw
         .max_token_age
         .as_deref()
@@ -690,6 +698,7 @@ fn validate_issuer(
         leeway,
         require_verified_email: raw.require_verified_email.unwrap_or(true),
         stale_keys_for,
+        min_refetch_interval,
         max_token_age,
         required_claims: raw.required_claims.unwrap_or_default(),
     })

@@ -40,7 +40,7 @@ pub const SAMPLE_POLICIES: &[(&str, &str)] = &[
 pub const DEV_REGION: &str = "us-east-1";
 
 /// Serves a loopback listener with a simple request -> response function.
-pub(crate) fn serve_loopback<F, Fut>(listener: tokio::net::TcpListener, f: F)
+pub fn serve_loopback<F, Fut>(listener: tokio::net::TcpListener, f: F)
 where
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
