@@ -47,6 +47,29 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Show the identity a token stands for and the policy decision for a step and action,
+    /// with the deciding policy ids. Nothing is forwarded or audited.
+    Explain {
+        /// Configuration file (TOML).
+        #[arg(long, env = "STEPGATE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// The bearer token (default: `STEPGATE_TOKEN`, else standard input; prefer those
+        /// over the command line, which other users of the machine can see).
+        #[arg(long)]
+        token: Option<String>,
+        /// Step name.
+        #[arg(long)]
+        step: String,
+        /// Action: start, stop, describe or list.
+        #[arg(long)]
+        action: String,
+        /// Start input (JSON object) for policies that look at `context.input`.
+        #[arg(long)]
+        input: Option<String>,
+        /// Caller address for `context.source_ip`.
+        #[arg(long, default_value = "127.0.0.1")]
+        source_ip: std::net::IpAddr,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -98,6 +121,26 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => cmd::check::run(&config),
+        Command::Explain {
+            config,
+            token,
+            step,
+            action,
+            input,
+            source_ip,
+        } => runtime().map_or_else(
+            |c| c,
+            |rt| {
+                rt.block_on(cmd::explain::run(cmd::explain::ExplainArgs {
+                    config: &config,
+                    token,
+                    step: &step,
+                    action: &action,
+                    input: input.as_deref(),
+                    source_ip,
+                }))
+            },
+        ),
         Command::Audit {
             command: AuditCommand::Verify { path },
         } => cmd::audit::verify(&path),
@@ -134,18 +177,22 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn block_on(
     f: impl std::future::Future<Output = Result<(), stepgate::app::StartError>>,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(c) => return c,
     };
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod explain;
 pub mod serve;
 
 use std::process::ExitCode;

@@ -214,3 +214,147 @@ async fn expired_keys_keep_serving_through_an_outage_within_the_stale_window() {
         "recovered keys are fresh"
     );
 }
+
+fn fixture(name: &str) -> serde_json::Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/cases/tokens")
+        .join(name);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("_source");
+    v
+}
+
+#[tokio::test]
+async fn github_actions_and_kubernetes_claims_become_tags() {
+    let h = Harness::start().await;
+    let mut gh = fixture("github-actions.json");
+    gh.as_object_mut().unwrap().remove("aud");
+    let t = h
+        .issuer
+        .mint(gh, std::time::Duration::from_secs(300))
+        .unwrap();
+    let id = h.app.authn.verify_token(&t).await.unwrap();
+    assert_eq!(id.sub, "repo:acme/etl:environment:prod");
+    for (k, v) in [
+        ("repository", "acme/etl"),
+        ("repository_owner", "acme"),
+        ("ref", "refs/heads/main"),
+        ("environment", "prod"),
+        (
+            "job_workflow_ref",
+            "acme/etl/.github/workflows/nightly.yml@refs/heads/main",
+        ),
+        ("actor", "octocat"),
+    ] {
+        assert_eq!(id.tags.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(!id.tags.contains_key("jti"), "token mechanics are not tags");
+
+    let mut k8s = fixture("kubernetes.json");
+    k8s.as_object_mut().unwrap().remove("aud");
+    let t = h
+        .issuer
+        .mint(k8s, std::time::Duration::from_secs(300))
+        .unwrap();
+    let id = h.app.authn.verify_token(&t).await.unwrap();
+    assert_eq!(id.sub, "system:serviceaccount:etl:runner");
+    assert_eq!(id.tags["kubernetes.io.namespace"], "etl");
+    assert_eq!(id.tags["kubernetes.io.serviceaccount.name"], "runner");
+    assert_eq!(id.tags["kubernetes.io.pod.name"], "runner-7d9f");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn required_claims_and_max_token_age_are_enforced() {
+    let h = Harness::start_with(|c| {
+        c.replace(
+            "audiences = [\"stepgate\"]",
+            "audiences = [\"stepgate\"]\nmax_token_age = \"10m\"\nrequired_claims = { repository_owner = \"acme\" }",
+        )
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ok = h
+        .issuer
+        .mint(fixture_gh(), std::time::Duration::from_secs(300))
+        .unwrap();
+    assert!(h.app.authn.verify_token(&ok).await.is_ok());
+    let mut other = fixture_gh();
+    other["repository_owner"] = "mallory".into();
+    let t = h
+        .issuer
+        .mint(other, std::time::Duration::from_secs(300))
+        .unwrap();
+    let e = h.app.authn.verify_token(&t).await.unwrap_err();
+    assert_eq!(e.description(), "claim `repository_owner` not accepted");
+    let mut old = fixture_gh();
+    old["iat"] = (now - 3600).into();
+    let t = h
+        .issuer
+        .mint(old, std::time::Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(
+        h.app
+            .authn
+            .verify_token(&t)
+            .await
+            .unwrap_err()
+            .description(),
+        "token too old"
+    );
+    h.stop().await;
+}
+
+fn fixture_gh() -> serde_json::Value {
+    let mut gh = fixture("github-actions.json");
+    gh.as_object_mut().unwrap().remove("aud");
+    gh
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_identity_and_the_deciding_policies() {
+    let h = Harness::start().await;
+    let config = h.dir.path().join("stepgate.toml");
+    let run = |token: String, step: &str, input: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_stepgate"));
+        c.args(["explain", "--config"])
+            .arg(&config)
+            .args(["--step", step, "--action", "start"]);
+        if let Some(i) = input {
+            c.args(["--input", i]);
+        }
+        c.env("STEPGATE_TOKEN", token).output().unwrap()
+    };
+    let out = run(h.token("ci"), "nightly-load", None);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{s} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s.contains("Caller::\"dev/repo:acme/etl:ref:refs/heads/main\""),
+        "{s}"
+    );
+    assert!(s.contains("repository = acme/etl"), "{s}");
+    assert!(s.contains("decision   allow start on nightly-load"), "{s}");
+    assert!(s.contains("ci-main-starts-nightly-load"), "{s}");
+    let out = run(
+        h.token("alice"),
+        "nightly-load",
+        Some(r#"{"full_refresh": true}"#),
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("decision   deny start on nightly-load"), "{s}");
+    assert!(s.contains("no-full-refresh-in-prod (forbid)"), "{s}");
+    let out = run("garbage".into(), "nightly-load", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token refused: token is malformed"));
+    assert!(h.sandbox.executions().is_empty());
+    h.stop().await;
+}
