@@ -14,6 +14,8 @@ use crate::credentials::CredentialStore;
 use crate::forward::Upstreams;
 use crate::http_client::{HyperClient, SharedHttpClient};
 use crate::observe::{Metrics, Readiness};
+use crate::ratelimit::RateLimits;
+use crate::validate::Guardrails;
 
 /// Why stepgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,10 @@ pub struct App {
     pub policies: Policies,
     /// Audit.
     pub audit: Audit,
+    /// Input schemas per step.
+    pub guardrails: Guardrails,
+    /// Rate limits per caller and step.
+    pub limits: RateLimits,
     /// Forwarding.
     pub upstreams: Upstreams,
     /// Time.
@@ -88,6 +94,8 @@ impl App {
     pub fn build(settings: Settings, deps: Deps) -> Result<Self, StartError> {
         let sources = policies::read_dir(&settings.policies_dir).map_err(StartError::Invalid)?;
         let bundle = policies::build(&sources, &settings.steps).map_err(StartError::Invalid)?;
+        let guardrails = Guardrails::load(&settings.steps).map_err(StartError::Invalid)?;
+        let limits = RateLimits::new(settings.steps.values());
         let clock = deps.clock.clone();
         let metrics = Metrics::default();
         let options = LogOptions {
@@ -127,6 +135,8 @@ impl App {
             steps,
             authn,
             policies: Policies::new(bundle),
+            guardrails,
+            limits,
             audit: Audit::new(log),
             upstreams,
             clock: deps.clock,

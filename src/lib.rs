@@ -31,6 +31,7 @@ pub mod http_client;
 pub mod listen;
 pub mod observe;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod secret;

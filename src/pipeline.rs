@@ -200,8 +200,14 @@ where
         .get(&route.step)
         .cloned()
         .ok_or_else(|| Error::UnknownStep(route.step.clone()))?; // 404
+    app.limits
+        .check(&route.step, &identity.principal_id())
+        .map_err(Error::RateLimited)?; // 429
     let start = match route.action {
-        Action::Start => Some(validate::parse_start_body(&body)?), // 400
+        Action::Start => Some(validate::apply_pinned(
+            &step,
+            validate::parse_start_body(&body)?,
+        )?), // 400
         _ => None,
     };
     let facts = RequestFacts {
@@ -217,7 +223,14 @@ where
         .headers
         .get("idempotency-key")
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let trigger = validate::trigger(permit, step, route.execution.as_deref(), start, idem)?; // 400
+    let trigger = validate::trigger(
+        permit,
+        step,
+        route.execution.as_deref(),
+        start,
+        idem,
+        &app.guardrails,
+    )?; // 400
     let ticket = app
         .audit
         .write_decision(trail.entry(app, "decision", "allow"))

@@ -41,6 +41,101 @@ pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
     Ok(b)
 }
 
+/// Compiled input schemas per step.
+#[derive(Default)]
+pub struct Guardrails {
+    schemas: std::collections::HashMap<String, jsonschema::Validator>,
+}
+
+impl Guardrails {
+    /// Reads and compiles every step's `input_schema` (the only I/O of this stage).
+    pub fn load(
+        steps: &std::collections::BTreeMap<String, StepSettings>,
+    ) -> Result<Self, crate::config::Problems> {
+        let mut schemas = std::collections::HashMap::new();
+        let mut problems = Vec::new();
+        for (name, s) in steps {
+            let Some(path) = &s.input_schema else {
+                continue;
+            };
+            let problem = |message: String| crate::config::Problem {
+                file: path.clone(),
+                line: None,
+                key: format!("steps.{name}.input_schema"),
+                message,
+            };
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(problem(format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let json: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(j) => j,
+                Err(e) => {
+                    problems.push(crate::config::Problem {
+                        line: Some(e.line()),
+                        ..problem(format!("not JSON: {e}"))
+                    });
+                    continue;
+                }
+            };
+            match jsonschema::validator_for(&json) {
+                Ok(v) => {
+                    schemas.insert(name.clone(), v);
+                }
+                Err(e) => problems.push(problem(format!("not a usable JSON Schema: {e}"))),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { schemas })
+        } else {
+            Err(crate::config::Problems(problems))
+        }
+    }
+
+    /// Every way `input` fails the step's schema (empty when it passes or there is none).
+    pub fn failures(&self, step: &str, input: &serde_json::Value) -> Vec<String> {
+        let Some(v) = self.schemas.get(step) else {
+            return Vec::new();
+        };
+        v.iter_errors(input)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect()
+    }
+}
+
+/// Sets the step's pinned fields in the input. A caller who sent a pinned field with another
+/// value is refused: a pinned parameter is never silently changed.
+pub fn apply_pinned(step: &StepSettings, mut body: StartBody) -> Result<StartBody, InvalidInput> {
+    if step.pinned.is_empty() {
+        return Ok(body);
+    }
+    let mut input = match body.input.take() {
+        Some(serde_json::Value::Object(o)) => o,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in &step.pinned {
+        match input.get(k) {
+            Some(sent) if sent != v => {
+                return Err(InvalidInput(format!(
+                    "`{k}` is pinned by step `{}` and cannot be set by the caller",
+                    step.name
+                )));
+            }
+            _ => {
+                input.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    body.input = Some(serde_json::Value::Object(input));
+    Ok(body)
+}
+
 /// What to do upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
@@ -106,6 +201,7 @@ pub fn trigger(
     execution: Option<&str>,
     start: Option<StartBody>,
     idempotency_key: Option<&str>,
+    guardrails: &Guardrails,
 ) -> Result<ValidatedTrigger, InvalidInput> {
     let operation = match permit.action() {
         Action::Start => {
@@ -138,6 +234,14 @@ pub fn trigger(
                 )));
             }
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
+            let failures = guardrails.failures(&step.name, &input);
+            if !failures.is_empty() {
+                return Err(InvalidInput(format!(
+                    "input does not match the schema of step `{}`: {}",
+                    step.name,
+                    failures.join("; ")
+                )));
+            }
             let input = serde_json::to_string(&input).map_err(|e| InvalidInput(e.to_string()))?;
             if input.len() > 262_144 {
                 return Err(InvalidInput("`input` is larger than 262144 bytes".into()));

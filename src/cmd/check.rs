@@ -1,10 +1,12 @@
-//! `stepgate check`: load and validate config, policies and steps; print `ok` or every problem.
+//! `stepgate check`: load and validate config, policies, steps and input schemas; print `ok`
+//! or every problem.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::authz::policies;
-use crate::config;
+use crate::config::{self, Problems};
+use crate::validate::Guardrails;
 
 /// Runs the check.
 pub fn run(path: &Path) -> ExitCode {
@@ -15,10 +17,18 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = policies::read_dir(&settings.policies_dir)
+    let bundle = policies::read_dir(&settings.policies_dir)
         .and_then(|src| policies::build(&src, &settings.steps));
-    match result {
-        Ok(bundle) => {
+    let schemas = Guardrails::load(&settings.steps);
+    let mut problems = Vec::new();
+    if let Err(Problems(p)) = &bundle {
+        problems.extend(p.iter().cloned());
+    }
+    if let Err(Problems(p)) = &schemas {
+        problems.extend(p.iter().cloned());
+    }
+    match bundle {
+        Ok(bundle) if problems.is_empty() => {
             println!(
                 "ok: {} steps, {} issuers, {} policies",
                 settings.steps.len(),
@@ -27,8 +37,8 @@ pub fn run(path: &Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(p) => {
-            println!("{p}");
+        _ => {
+            println!("{}", Problems(problems));
             ExitCode::from(1)
         }
     }

@@ -13,7 +13,7 @@ use crate::secret::Secret;
 
 pub(crate) use validate::secure_or_loopback;
 pub use validate::{
-    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, Problem, Problems,
+    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, Problem, Problems, RateLimit,
     ServerSettings, Settings, StateMachineArn, StepKind, StepSettings, StepTarget, TlsFiles, load,
     parse,
 };
@@ -128,4 +128,21 @@ pub struct RawStep {
     /// Free attributes, visible to policies as `resource.<name>`.
     #[serde(default)]
     pub attributes: BTreeMap<String, toml::Value>,
+    /// JSON Schema file the start input must satisfy.
+    pub input_schema: Option<String>,
+    /// Input fields the proxy sets; a caller sending another value is refused.
+    #[serde(default)]
+    pub pinned: BTreeMap<String, toml::Value>,
+    /// Per-caller rate limit on this step.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { per_minute = 60, burst = 10 }`: a token bucket per caller and step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Bucket size (requests allowed at once). Default: `per_minute`.
+    pub burst: Option<u32>,
 }

@@ -320,6 +320,21 @@ pub struct StepSettings {
     pub credentials: String,
     /// Policy-visible attributes.
     pub attributes: BTreeMap<String, AttrValue>,
+    /// JSON Schema for the start input.
+    pub input_schema: Option<PathBuf>,
+    /// Pinned input fields.
+    pub pinned: serde_json::Map<String, serde_json::Value>,
+    /// Rate limit per caller.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_minute` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_minute: std::num::NonZeroU32,
+    /// Bucket size.
+    pub burst: std::num::NonZeroU32,
 }
 
 // === Loading ===
@@ -470,7 +485,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
     let mut step_settings = BTreeMap::new();
     for (name, raw) in steps {
         let span = step_spans.get(&name).cloned();
-        if let Some(s) = validate_step(&mut c, &name, span, raw, &cred_settings) {
+        if let Some(s) = validate_step(&mut c, &base, &name, span, raw, &cred_settings) {
             step_settings.insert(name, s);
         }
     }
@@ -732,6 +747,7 @@ pub(crate) fn valid_step_name(name: &str) -> bool {
 
 fn validate_step(
     c: &mut Collector<'_>,
+    base: &Path,
     name: &str,
     span: Option<std::ops::Range<usize>>,
     raw: RawStep,
@@ -776,6 +792,34 @@ fn validate_step(
             Err(m) => c.push(span.clone(), &format!("{key}.attributes.{k}"), m),
         }
     }
+    let mut pinned = serde_json::Map::new();
+    for (k, v) in &raw.pinned {
+        match serde_json::to_value(v) {
+            Ok(j) => {
+                pinned.insert(k.clone(), j);
+            }
+            Err(e) => c.push(span.clone(), &format!("{key}.pinned.{k}"), e.to_string()),
+        }
+    }
+    let rate_limit = match &raw.rate_limit {
+        None => None,
+        Some(r) => {
+            let per_minute = std::num::NonZeroU32::new(r.per_minute);
+            let burst = std::num::NonZeroU32::new(r.burst.unwrap_or(r.per_minute));
+            match (per_minute, burst) {
+                (Some(per_minute), Some(burst)) => Some(RateLimit { per_minute, burst }),
+                _ => {
+                    c.push(
+                        span.clone(),
+                        &format!("{key}.rate_limit"),
+                        "`per_minute` and `burst` must be at least 1",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let input_schema = raw.input_schema.as_ref().map(|p| base.join(p));
     let endpoint = match &raw.endpoint {
         None => None,
         Some(e) if secure_or_loopback(e) => e.parse::<http::Uri>().ok(),
@@ -829,6 +873,9 @@ fn validate_step(
         target,
         credentials: raw.credentials,
         attributes,
+        input_schema,
+        pinned,
+        rate_limit,
     })
 }
 

@@ -36,6 +36,12 @@ pub const SAMPLE_POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The sample input schemas.
+pub const SAMPLE_SCHEMAS: &[(&str, &str)] = &[(
+    "nightly-load.json",
+    include_str!("../../examples/schemas/nightly-load.json"),
+)];
+
 /// Region of the sandbox state machines.
 pub const DEV_REGION: &str = "us-east-1";
 
@@ -93,9 +99,13 @@ kind = "stepfunctions"
 state_machine_arn = "arn:aws:states:{region}:123456789012:stateMachine:nightly-load"
 credentials = "sandbox"
 endpoint = "{sandbox_url}"
+input_schema = "schemas/nightly-load.json"
+rate_limit = {{ per_minute = 60, burst = 20 }}
 [steps.nightly-load.attributes]
 env = "prod"
 owner = "data-eng"
+[steps.nightly-load.pinned]
+output_dataset = "warehouse.nightly"
 
 [steps.adhoc-report]
 pipeline = "reporting"
@@ -120,6 +130,11 @@ pub fn write_workspace(dir: &Path, config: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&policies)?;
     for (name, text) in SAMPLE_POLICIES {
         std::fs::write(policies.join(name), text)?;
+    }
+    let schemas = dir.join("schemas");
+    std::fs::create_dir_all(&schemas)?;
+    for (name, text) in SAMPLE_SCHEMAS {
+        std::fs::write(schemas.join(name), text)?;
     }
     let path = dir.join("stepgate.toml");
     std::fs::write(&path, config)?;

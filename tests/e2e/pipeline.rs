@@ -23,7 +23,11 @@ async fn allowed_start_is_audited_before_it_is_forwarded() {
     let execs = h.sandbox.executions();
     assert_eq!(execs.len(), 1);
     assert_eq!(execs[0].arn, exec);
-    assert_eq!(execs[0].input, r#"{"date":"2026-11-24"}"#);
+    // The pinned output dataset was set by the proxy.
+    assert_eq!(
+        execs[0].input,
+        r#"{"date":"2026-11-24","output_dataset":"warehouse.nightly"}"#
+    );
 
     // decision (allow) first, then the outcome with the execution id.
     let recs = h.audit_records();
@@ -435,11 +439,11 @@ async fn upstream_failures_are_502_and_504_with_the_upstream_message() {
 async fn upstream_error_messages_are_kept() {
     let h = Harness::start().await;
     let body = r#"{"input": {"a": 1}, "name": "same-name"}"#;
-    assert_eq!(h.start_as("alice", "nightly-load", body).await.status, 201);
+    assert_eq!(h.start_as("alice", "adhoc-report", body).await.status, 201);
     let r = h
         .start_as(
             "alice",
-            "nightly-load",
+            "adhoc-report",
             r#"{"input": {"a": 2}, "name": "same-name"}"#,
         )
         .await;
@@ -528,5 +532,95 @@ async fn request_ids_health_readiness_and_metrics() {
         e.json["error"]["request_id"],
         e.headers["x-request-id"].to_str().unwrap()
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn schema_and_pinned_parameters_guard_the_input() {
+    let h = Harness::start().await;
+    // Each failure listed, nothing forwarded.
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"date": "yesterday", "rows": 5}}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "invalid_input"),
+        "{}",
+        r.json
+    );
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("/date") && msg.contains("rows"), "{msg}");
+    // A pinned parameter cannot be overridden...
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"output_dataset": "attacker.exfil"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`output_dataset` is pinned")
+    );
+    // ...restating its value is harmless.
+    let r = h
+        .start_as(
+            "alice",
+            "nightly-load",
+            r#"{"input": {"output_dataset": "warehouse.nightly"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.executions().len(), 1);
+    // Refusals are audited with their reason.
+    let recs = h.audit_records();
+    assert!(
+        recs.iter()
+            .any(|r| r["status"] == 400 && r["reasons"][0].as_str().unwrap().contains("pinned"))
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_per_caller() {
+    let h = Harness::start_with(|c| {
+        c.replace(
+            "rate_limit = { per_minute = 60, burst = 20 }",
+            "rate_limit = { per_minute = 1, burst = 2 }",
+        )
+    })
+    .await;
+    let body = r#"{"input": {"date": "2026-11-24"}}"#;
+    assert_eq!(h.start_as("alice", "nightly-load", body).await.status, 201);
+    assert_eq!(h.start_as("alice", "nightly-load", body).await.status, 201);
+    let r = h.start_as("alice", "nightly-load", body).await;
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (429, "rate_limited"),
+        "{}",
+        r.json
+    );
+    let after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&after), "{after}");
+    // Another caller has its own bucket.
+    let ci = format!("Bearer {}", h.token("ci"));
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/nightly-load/executions",
+            &[("authorization", &ci)],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.executions().len(), 3);
+    assert!(h.audit_records().iter().any(|r| r["status"] == 429));
     h.stop().await;
 }
