@@ -168,6 +168,18 @@ impl App {
         }
     }
 
+    /// Drops idle rate-limit buckets once a minute.
+    pub fn spawn_housekeeping(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let Some(app) = weak.upgrade() else { return };
+                app.limits.shrink();
+            }
+        });
+    }
+
     /// Fetches issuer keys now, then keeps retrying those that failed in the background.
     pub fn spawn_issuer_warmup(self: &Arc<Self>) {
         let app = self.clone();

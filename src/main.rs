@@ -70,10 +70,29 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         source_ip: std::net::IpAddr,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run policy test cases (`[[case]]` tables: caller, action, step, context, expected
+    /// decision and optionally the deciding policy ids); print pass/FAIL per case, exit 1 on
+    /// any failure.
+    Test {
+        /// Configuration file (TOML): its steps and policies are tested.
+        #[arg(long, env = "STEPGATE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// The test cases.
+        tests: PathBuf,
     },
 }
 
@@ -121,6 +140,13 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => cmd::check::run(&config),
+        Command::Policy {
+            command: PolicyCommand::Test { config, tests },
+        } => cmd::policy_test::run(
+            &config,
+            &tests,
+            stepgate::clock::Clock::now(&stepgate::clock::SystemClock),
+        ),
         Command::Explain {
             config,
             token,

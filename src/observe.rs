@@ -17,6 +17,13 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of an operation's result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `refused`.
+    pub result: String,
+}
+
 /// Labels of an authorization decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     /// Audit writer metrics.
     pub audit: AuditMetrics,
+    /// `stepgate_policy_reloads_total{result}`.
+    pub policy_reloads: Family<ResultLabels, Counter>,
     /// `stepgate_upstream_duration_seconds`.
     pub upstream_seconds: Histogram,
 }
@@ -80,6 +89,12 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
         let audit = AuditMetrics::default();
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "stepgate_policy_reloads",
+            "Policy reloads by result",
+            policy_reloads.clone(),
+        );
         let upstream_seconds = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]);
@@ -123,6 +138,7 @@ impl Default for Metrics {
             requests,
             decisions,
             audit,
+            policy_reloads,
             upstream_seconds,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod policies;
+pub mod reload;
 
 use std::sync::Arc;
 
@@ -75,6 +76,11 @@ impl Policies {
     /// The current bundle.
     pub fn current(&self) -> Arc<PolicyBundle> {
         self.bundle.load_full()
+    }
+
+    /// Replaces the whole set at once; requests see the old set or the new one, never a mix.
+    pub fn replace(&self, bundle: PolicyBundle) {
+        self.bundle.store(Arc::new(bundle));
     }
 
     /// Decides one request.

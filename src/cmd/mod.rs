@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod explain;
+pub mod policy_test;
 pub mod serve;
 
 use std::process::ExitCode;

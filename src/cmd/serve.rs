@@ -14,6 +14,8 @@ pub async fn run(path: &Path, accept_broken_audit_chain: bool) -> Result<(), Sta
     let listen = settings.server.listen;
     let app = Arc::new(App::build(settings, Deps::real()?)?);
     app.spawn_issuer_warmup();
+    crate::authz::reload::spawn(&app);
+    app.spawn_housekeeping();
     let server = Server::bind(app, listen)
         .await
         .map_err(StartError::Runtime)?;

@@ -170,6 +170,7 @@ pub async fn run(listen: SocketAddr, dir: PathBuf) -> Result<(), StartError> {
     if let Some((name, e)) = failed.first() {
         return Err(rt(format!("dev issuer `{name}` is not reachable: {e}")));
     }
+    crate::authz::reload::spawn(&app);
     let server = Server::bind(app.clone(), listen).await.map_err(rt)?;
     let ttl = Duration::from_secs(12 * 3600);
     let token = |who: &str| issuer.token_for(who, ttl).unwrap_or_default();

@@ -32,7 +32,7 @@ fn check_says_ok_for_the_sample_setup() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.starts_with("ok: 2 steps, 1 issuers, 6 policies"),
+        stdout.starts_with("ok: 2 steps, 1 issuers, 7 policies"),
         "{stdout}"
     );
 }
@@ -188,4 +188,38 @@ async fn audit_tail_filters_for_people() {
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     assert!(stdout.lines().all(|l| l.contains("\"sub\":\"alice\"")));
     h.stop().await;
+}
+
+#[test]
+fn the_sample_policy_tests_pass_and_a_wrong_expectation_fails() {
+    let (_d, path) = workspace(&dev_config());
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/policy-tests.toml");
+    let out = stepgate()
+        .args(["policy", "test", "--config"])
+        .arg(&path)
+        .arg(&tests)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+
+    let wrong = _d.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        "[[case]]\nname = \"viewers start\"\ncaller = { issuer = \"corp\", sub = \"v\", groups = [\"viewers\"] }\naction = \"start\"\nstep = \"nightly-load\"\nexpect = \"allow\"\n",
+    )
+    .unwrap();
+    let out = stepgate()
+        .args(["policy", "test", "--config"])
+        .arg(&path)
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  viewers start: expected allow, got deny (policies: none)"),
+        "{stdout}"
+    );
 }

@@ -18,3 +18,4 @@ mod jwt_attacks;
 mod listener;
 mod peers;
 mod pipeline;
+mod reload;

@@ -59,6 +59,7 @@ impl Harness {
         let settings = stepgate::config::load(&path).unwrap();
         let app = Arc::new(App::build(settings, Deps::real().unwrap()).unwrap());
         let _unreachable = app.authn.warm().await; // as `serve` does at start-up
+        stepgate::authz::reload::spawn(&app); // as `serve` does
         let server = Server::bind(app.clone(), listen).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
