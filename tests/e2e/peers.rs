@@ -53,15 +53,17 @@ async fn body_of(resp: http::Response<hyper::body::Incoming>) -> (u16, Bytes) {
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
 
-/// A client-credentials access token from oidc-provider (RFC 9068 `at+jwt`).
+/// A client-credentials access token from oidc-provider (RFC 9068 `at+jwt`). `pipeline-bot`
+/// authenticates with HTTP Basic, `reader-bot` with the secret in the form (as registered).
 async fn oidc_token(p: &Peers, client_id: &str, secret: &str) -> String {
-    let form =
-        format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
-    let req = http::Request::post(format!("{}/token", p.oidc))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", basic(client_id, secret))
-        .body(Full::new(Bytes::from(form)))
-        .unwrap();
+    let mut req = http::Request::post(format!("{}/token", p.oidc)).header("content-type", "application/x-www-form-urlencoded");
+    let form = if client_id == "pipeline-bot" {
+        req = req.header("authorization", basic(client_id, secret));
+        "grant_type=client_credentials".to_string()
+    } else {
+        format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}")
+    };
+    let req = req.body(Full::new(Bytes::from(form))).unwrap();
     let (status, body) = body_of(client().request(req).await.unwrap()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let v: Value = serde_json::from_slice(&body).unwrap();

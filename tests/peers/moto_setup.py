@@ -1,0 +1,59 @@
+"""Sets up moto for stepgate's peer tests and prints `export` lines for the test run.
+
+Creates, with auth off: a role, two Pass state machines (demo, orders), a user `stepgate-proxy`
+allowed `states:*` and `sts:AssumeRole`, and a user `denied-user` with no Step Functions rights;
+then turns moto's IAM signature and policy checking on.
+"""
+import argparse
+import json
+import sys
+
+import boto3
+import urllib.request
+
+
+def post(url, body, content_type="text/plain"):
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--endpoint", required=True)
+    ep = p.parse_args().endpoint
+    post(f"{ep}/moto-api/reset", b"")
+    post(f"{ep}/moto-api/reset-auth", b"inf")
+    kw = dict(endpoint_url=ep, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam, sfn = boto3.client("iam", **kw), boto3.client("stepfunctions", **kw)
+    role = iam.create_role(RoleName="exec", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    definition = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
+    demo = sfn.create_state_machine(name="demo", definition=definition, roleArn=role)["stateMachineArn"]
+    orders = sfn.create_state_machine(name="orders", definition=definition, roleArn=role)["stateMachineArn"]
+
+    iam.create_user(UserName="stepgate-proxy")
+    iam.put_user_policy(UserName="stepgate-proxy", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["states:*", "sts:AssumeRole"], "Resource": "*"}]}))
+    proxy = iam.create_access_key(UserName="stepgate-proxy")["AccessKey"]
+    iam.create_user(UserName="denied-user")
+    iam.put_user_policy(UserName="denied-user", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}]}))
+    denied = iam.create_access_key(UserName="denied-user")["AccessKey"]
+
+    post(f"{ep}/moto-api/reset-auth", b"0")  # enforce signatures and IAM from here on
+    out = {
+        "STEPGATE_TEST_MOTO_AK": proxy["AccessKeyId"],
+        "STEPGATE_TEST_MOTO_SK": proxy["SecretAccessKey"],
+        "STEPGATE_TEST_MOTO_DENIED_AK": denied["AccessKeyId"],
+        "STEPGATE_TEST_MOTO_DENIED_SK": denied["SecretAccessKey"],
+        "STEPGATE_TEST_MOTO_SM_ARN": demo,
+        "STEPGATE_TEST_MOTO_SM_ARN_ORDERS": orders,
+    }
+    for k, v in out.items():
+        print(f"export {k}='{v}'")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
