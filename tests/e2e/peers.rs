@@ -19,6 +19,10 @@ struct Peers {
     sm_arn: String,
 }
 
+/// The peers are shared by every test here and one test rotates the provider's keys: run them
+/// one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn peers() -> Option<Peers> {
     let var = |k: &str| std::env::var(k).ok();
     if var("STEPGATE_TEST_PEERS").as_deref() != Some("1") {
@@ -56,7 +60,8 @@ async fn body_of(resp: http::Response<hyper::body::Incoming>) -> (u16, Bytes) {
 /// A client-credentials access token from oidc-provider (RFC 9068 `at+jwt`). `pipeline-bot`
 /// authenticates with HTTP Basic, `reader-bot` with the secret in the form (as registered).
 async fn oidc_token(p: &Peers, client_id: &str, secret: &str) -> String {
-    let mut req = http::Request::post(format!("{}/token", p.oidc)).header("content-type", "application/x-www-form-urlencoded");
+    let mut req = http::Request::post(format!("{}/token", p.oidc))
+        .header("content-type", "application/x-www-form-urlencoded");
     let form = if client_id == "pipeline-bot" {
         req = req.header("authorization", basic(client_id, secret));
         "grant_type=client_credentials".to_string()
@@ -126,6 +131,7 @@ async fn moto_executions(p: &Peers) -> Vec<Value> {
 #[tokio::test]
 async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
     let Some(p) = peers() else { return };
+    let _serial = SERIAL.lock().await;
     let h = Harness::start_with(peer_config(&p, &p.sk, &p.ak)).await;
     let before = moto_executions(&p).await.len();
 
@@ -172,6 +178,7 @@ async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
 #[tokio::test]
 async fn moto_signature_and_iam_failures_are_502_with_the_aws_message() {
     let Some(p) = peers() else { return };
+    let _serial = SERIAL.lock().await;
     let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
     let auth = format!("Bearer {bot}");
 
@@ -224,6 +231,7 @@ async fn moto_signature_and_iam_failures_are_502_with_the_aws_message() {
 #[tokio::test]
 async fn tokens_for_another_audience_are_refused() {
     let Some(p) = peers() else { return };
+    let _serial = SERIAL.lock().await;
     let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
     let h = Harness::start_with(|c| {
         let f = peer_config(&p, &p.sk, &p.ak);
@@ -243,5 +251,56 @@ async fn tokens_for_another_audience_are_refused() {
         .await;
     assert_eq!(r.status, 401, "{}", r.json);
     assert_eq!(r.json["error"]["message"], "audience not accepted");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_provider_rotates_its_keys_new_tokens_verify_without_a_restart() {
+    let Some(p) = peers() else { return };
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start_with(|c| {
+        let f = peer_config(&p, &p.sk, &p.ak);
+        f(c).replace(
+            &format!("audiences = [\"{}\"]", p.audience),
+            &format!(
+                "audiences = [\"{}\"]\nmin_refetch_interval = \"1s\"",
+                p.audience
+            ),
+        )
+    })
+    .await;
+    let before = oidc_token(&p, "pipeline-bot", "bot-secret").await;
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps",
+            &[("authorization", &format!("Bearer {before}"))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    let req = http::Request::post(format!("{}/test/rotate-keys", p.oidc))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = body_of(client().request(req).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    let after = oidc_token(&p, "pipeline-bot", "bot-secret").await;
+    assert_ne!(before, after);
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps",
+            &[("authorization", &format!("Bearer {after}"))],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status, 200,
+        "a token signed with the rotated key was refused: {}",
+        r.json
+    );
     h.stop().await;
 }
