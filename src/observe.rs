@@ -42,6 +42,8 @@ pub struct AuditMetrics {
     pub flush_seconds: Histogram,
     /// `stepgate_audit_failures_total`: batches that failed to write.
     pub failures: Counter,
+    /// `stepgate_audit_batches_total`: group commits.
+    pub batches: Counter,
 }
 
 impl Default for AuditMetrics {
@@ -55,6 +57,7 @@ impl Default for AuditMetrics {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
             ]),
             failures: Counter::default(),
+            batches: Counter::default(),
         }
     }
 }
@@ -63,6 +66,7 @@ impl AuditMetrics {
     /// One successful group commit.
     pub fn observe_batch(&self, n: usize, took: std::time::Duration) {
         self.records.inc_by(n as u64);
+        self.batches.inc();
         self.batch_size.observe(n as f64);
         self.flush_seconds.observe(took.as_secs_f64());
     }
@@ -122,6 +126,11 @@ impl Default for Metrics {
             "stepgate_audit_flush_seconds",
             "Audit write and fdatasync per batch",
             audit.flush_seconds.clone(),
+        );
+        registry.register(
+            "stepgate_audit_batches",
+            "Audit group commits",
+            audit.batches.clone(),
         );
         registry.register(
             "stepgate_audit_failures",

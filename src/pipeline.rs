@@ -2,7 +2,7 @@
 //! route -> authenticate -> read body -> step -> authorize -> validate -> audit -> forward
 //! -> audit outcome -> respond. Every API request that ends early is audited from its [`Trail`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use crate::validate;
 pub struct Trail {
     request_id: String,
     started: Instant,
-    source_ip: SocketAddr,
+    source_ip: IpAddr,
     caller: Option<CallerRef>,
     action: Option<Action>,
     step: Option<String>,
@@ -50,7 +50,7 @@ impl Trail {
             status: None,
             execution_id: None,
             latency_ms: None,
-            source_ip: Some(self.source_ip.ip().to_string()),
+            source_ip: Some(self.source_ip.to_string()),
         }
     }
 
@@ -81,6 +81,11 @@ where
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let endpoint = route::resolve(req.method(), req.uri().path());
+    let source_ip = route::source_ip(
+        peer.ip(),
+        req.headers(),
+        &app.settings.server.trusted_proxies,
+    );
     match &endpoint {
         Ok(Endpoint::Health) => {
             return respond::text(StatusCode::OK, "ok\n".into(), "text/plain", &request_id);
@@ -107,7 +112,7 @@ where
     let mut trail = Trail {
         request_id,
         started: Instant::now(),
-        source_ip: peer,
+        source_ip,
         caller: None,
         action: None,
         step: None,
@@ -184,7 +189,7 @@ where
         Endpoint::ListSteps => {
             trail.action = Some(Action::List);
             let facts = RequestFacts {
-                source_ip: trail.source_ip.ip(),
+                source_ip: trail.source_ip,
                 now: app.clock.now(),
                 input: None,
             };
@@ -211,7 +216,7 @@ where
         _ => None,
     };
     let facts = RequestFacts {
-        source_ip: trail.source_ip.ip(),
+        source_ip: trail.source_ip,
         now: app.clock.now(),
         input: start.as_ref().and_then(|s| s.input.clone()),
     };

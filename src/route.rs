@@ -80,6 +80,35 @@ pub enum RouteError {
     },
 }
 
+/// The caller's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Pure.
+pub fn source_ip(
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut chain: Vec<std::net::IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(s) = v.to_str() else { return peer };
+        for part in s.split(',') {
+            match part.trim().parse() {
+                Ok(ip) => chain.push(ip),
+                // A malformed hop makes the whole header untrustworthy.
+                Err(_) => return peer,
+            }
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
 /// Resolves a request line. Path segments are percent-decoded.
 pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
     let segs: Vec<String> = path
@@ -184,6 +213,30 @@ mod tests {
             panic!()
         };
         assert_eq!(r.action, Action::Stop);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "198.51.100.7, 10.1.1.1".parse().unwrap());
+        let proxy: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: std::net::IpAddr = "203.0.113.1".parse().unwrap();
+        assert_eq!(
+            source_ip(proxy, &h, &trusted),
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(source_ip(stranger, &h, &trusted), stranger);
+        // A client-supplied left-most entry cannot hide the real client.
+        let mut h2 = http::HeaderMap::new();
+        h2.append("x-forwarded-for", "10.9.9.9, 198.51.100.7".parse().unwrap());
+        assert_eq!(
+            source_ip(proxy, &h2, &trusted),
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        let mut bad = http::HeaderMap::new();
+        bad.append("x-forwarded-for", "not-an-ip".parse().unwrap());
+        assert_eq!(source_ip(proxy, &bad, &trusted), proxy);
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Policies {
             None,
         )
         .map_err(|e| AuthzError(e.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &bundle.set, &ents);
+        let set = bundle
+            .applicable(step, action.as_str())
+            .ok_or_else(|| AuthzError(format!("step `{step}` has no policy index")))?;
+        let response = self.authorizer.is_authorized(&request, set, &ents);
         let failed_forbids: Vec<String> = response
             .diagnostics()
             .errors()

@@ -26,6 +26,85 @@ pub struct PolicyBundle {
     pub forbids: std::collections::HashSet<PolicyId>,
     /// Policy id -> file, for messages.
     pub files: BTreeMap<String, PathBuf>,
+    /// The policies whose action and resource scopes can match, per (step, action). Cedar
+    /// evaluates every policy of a set; this index keeps a decision's cost independent of how
+    /// many policies are about other steps. A policy outside a request's scopes could only
+    /// evaluate to "not applicable", so decisions are the same as over the whole set.
+    pub index: HashMap<String, [PolicySet; 4]>,
+}
+
+impl PolicyBundle {
+    /// The policies that can apply to `action` on `step`.
+    pub fn applicable(&self, step: &str, action: &str) -> Option<&PolicySet> {
+        let i = ACTIONS.iter().position(|a| *a == action)?;
+        self.index.get(step).and_then(|sets| sets.get(i))
+    }
+}
+
+const ACTIONS: [&str; 4] = ["start", "stop", "describe", "list"];
+
+/// The (step, action) pairs a policy's scope can match.
+fn scope_matches(
+    p: &Policy,
+    steps: &BTreeMap<String, StepSettings>,
+) -> Vec<(String, &'static str)> {
+    use cedar_policy::{ActionConstraint, ResourceConstraint};
+    let actions: Vec<&'static str> = match p.action_constraint() {
+        ActionConstraint::Any => ACTIONS.to_vec(),
+        ActionConstraint::Eq(a) => ACTIONS
+            .iter()
+            .copied()
+            .filter(|x| a.id().unescaped() == *x)
+            .collect(),
+        ActionConstraint::In(list) => ACTIONS
+            .iter()
+            .copied()
+            .filter(|x| list.iter().any(|a| a.id().unescaped() == *x))
+            .collect(),
+    };
+    let in_entity = |uid: &cedar_policy::EntityUid| -> Vec<&String> {
+        let ty = uid.type_name().to_string();
+        let id = uid.id().unescaped();
+        steps
+            .iter()
+            .filter(|(name, s)| {
+                (ty == "Step" && name.as_str() == id) || (ty == "Pipeline" && s.pipeline == id)
+            })
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let matching: Vec<&String> = match p.resource_constraint() {
+        ResourceConstraint::Any => steps.keys().collect(),
+        ResourceConstraint::Is(t) => {
+            if t.to_string() == "Step" {
+                steps.keys().collect()
+            } else {
+                Vec::new()
+            }
+        }
+        ResourceConstraint::Eq(uid) => {
+            if uid.type_name().to_string() == "Step" {
+                steps
+                    .keys()
+                    .filter(|n| n.as_str() == uid.id().unescaped())
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        }
+        ResourceConstraint::In(uid) => in_entity(&uid),
+        ResourceConstraint::IsIn(t, uid) => {
+            if t.to_string() == "Step" {
+                in_entity(&uid)
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    matching
+        .into_iter()
+        .flat_map(|s| actions.iter().map(move |a| (s.clone(), *a)))
+        .collect()
 }
 
 fn problem(file: &Path, text: &str, offset: Option<usize>, message: String) -> Problem {
@@ -218,7 +297,24 @@ pub fn build(
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
+    let mut index: HashMap<String, [PolicySet; 4]> = steps
+        .keys()
+        .map(|n| (n.clone(), std::array::from_fn(|_| PolicySet::new())))
+        .collect();
+    for p in set.policies() {
+        for (step, action) in scope_matches(p, steps) {
+            let slot = ACTIONS.iter().position(|a| *a == action);
+            if let Some(s) = index
+                .get_mut(&step)
+                .and_then(|sets| slot.and_then(|i| sets.get_mut(i)))
+            {
+                s.add(p.clone())
+                    .map_err(|e| Problems(vec![problem(Path::new(""), "", None, e.to_string())]))?;
+            }
+        }
+    }
     Ok(PolicyBundle {
+        index,
         set,
         schema,
         steps: step_entities,

@@ -36,6 +36,9 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     /// Deadline for one upstream call. Default `30s`.
     pub upstream_timeout: Option<String>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed. Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[policies]`: where the Cedar policies and schema live.

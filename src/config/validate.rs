@@ -149,6 +149,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Upstream call deadline.
     pub upstream_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Certificate chain and key files.
@@ -588,7 +590,22 @@ fn validate_server(c: &mut Collector<'_>, base: &Path, raw: RawServer) -> Option
         raw.upstream_timeout.as_deref(),
         Duration::from_secs(30),
     );
+    let mut trusted_proxies = Vec::new();
+    for p in &raw.trusted_proxies {
+        match p
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => c.push(
+                None,
+                "server.trusted_proxies",
+                format!("`{p}` is not an address or CIDR range"),
+            ),
+        }
+    }
     Some(ServerSettings {
+        trusted_proxies,
         listen: listen?,
         tls,
         max_body_bytes: usize::try_from(max_body).unwrap_or(262_144),

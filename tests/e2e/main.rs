@@ -14,6 +14,8 @@ mod support;
 mod audit;
 mod authn;
 mod cli;
+mod crash;
+mod differential;
 mod jwt_attacks;
 mod listener;
 mod peers;

@@ -8,22 +8,22 @@ use serde_json::Value;
 
 use crate::support::{Harness, error_code};
 
-struct Peers {
-    oidc: String,
-    audience: String,
-    moto: String,
-    ak: String,
-    sk: String,
-    denied_ak: String,
-    denied_sk: String,
-    sm_arn: String,
+pub struct Peers {
+    pub oidc: String,
+    pub audience: String,
+    pub moto: String,
+    pub ak: String,
+    pub sk: String,
+    pub denied_ak: String,
+    pub denied_sk: String,
+    pub sm_arn: String,
 }
 
 /// The peers are shared by every test here and one test rotates the provider's keys: run them
 /// one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn peers() -> Option<Peers> {
+pub fn peers() -> Option<Peers> {
     let var = |k: &str| std::env::var(k).ok();
     if var("STEPGATE_TEST_PEERS").as_deref() != Some("1") {
         assert!(
