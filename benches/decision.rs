@@ -42,6 +42,7 @@ fn step(i: usize) -> StepSettings {
         input_schema: None,
         pinned: Default::default(),
         rate_limit: None,
+        audit_input_fields: Vec::new(),
     }
 }
 

@@ -30,9 +30,12 @@ pub struct Trail {
     action: Option<Action>,
     step: Option<String>,
     input_sha256: Option<String>,
+    input_fields: Option<serde_json::Map<String, serde_json::Value>>,
     reasons: Vec<String>,
     /// The allow decision is durable: what follows is an `outcome`.
     decided: bool,
+    /// A fronted AWS request: answers in the AWS JSON protocol's shapes.
+    aws: bool,
 }
 
 impl Trail {
@@ -47,6 +50,7 @@ impl Trail {
             decision,
             reasons: self.reasons.clone(),
             input_sha256: self.input_sha256.clone(),
+            input_fields: self.input_fields.clone(),
             status: None,
             execution_id: None,
             latency_ms: None,
@@ -117,8 +121,10 @@ where
         action: None,
         step: None,
         input_sha256: None,
+        input_fields: None,
         reasons: Vec::new(),
         decided: false,
+        aws: false,
     };
     let result = api(app, endpoint, req, &mut trail).await;
     let response = match result {
@@ -150,7 +156,11 @@ where
             if let Err(ae) = app.audit.write(entry).await {
                 tracing::error!(message = "Could not audit a refused request.", error = %ae);
             }
-            respond::error(&e, &trail.request_id)
+            if trail.aws {
+                respond::aws_error(&e, &trail.request_id)
+            } else {
+                respond::error(&e, &trail.request_id)
+            }
         }
     };
     app.metrics
@@ -181,7 +191,7 @@ where
     let (parts, body) = req.into_parts();
     let identity = app.authn.authenticate(&parts.headers).await?; // 401 / 503
     trail.set_identity(&identity);
-    let body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
+    let mut body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
     if !body.is_empty() {
         trail.input_sha256 = Some(sha256_hex(&body));
     }
@@ -196,6 +206,17 @@ where
             return list_steps(app, &identity, &facts, trail).await;
         }
         Endpoint::Step(r) => r,
+        Endpoint::AwsStates => {
+            trail.aws = true;
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok());
+            let (r, native) =
+                route::aws_states(target, &body, app.steps.values().map(|s| s.as_ref()))?; // 403 / 400
+            body = native;
+            r
+        }
         _ => return Err(Error::Unavailable("unroutable".into())),
     };
     trail.action = Some(route.action);
@@ -215,6 +236,7 @@ where
         )?), // 400
         _ => None,
     };
+    trail.input_fields = audit_fields(&step, start.as_ref());
     let facts = RequestFacts {
         source_ip: trail.source_ip,
         now: app.clock.now(),
@@ -254,8 +276,16 @@ where
         .observe(upstream_started.elapsed().as_secs_f64());
     let outcome = outcome?; // 502 / 504 (audited as the outcome)
     let (status, body) = match &outcome {
-        Outcome::Started { execution_id } => (
-            StatusCode::CREATED,
+        Outcome::Started {
+            execution_id,
+            existing,
+            ..
+        } => (
+            if *existing {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
             json!({"step": route.step, "execution_id": execution_id, "request_id": trail.request_id}),
         ),
         Outcome::Described { body, .. } | Outcome::Stopped { body, .. } => {
@@ -274,6 +304,13 @@ where
     if let Err(e) = app.audit.write(entry).await {
         // The trigger happened and its decision is on record; report it, do not hide the result.
         tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
+    }
+    if trail.aws {
+        return Ok(respond::json(
+            StatusCode::OK,
+            outcome.raw(),
+            &trail.request_id,
+        ));
     }
     Ok(respond::json(status, &body, &trail.request_id))
 }
@@ -306,4 +343,21 @@ async fn list_steps(
         &json!({"steps": steps, "request_id": trail.request_id}),
         &trail.request_id,
     ))
+}
+
+/// The input fields a step allows in clear in its audit records.
+fn audit_fields(
+    step: &crate::config::StepSettings,
+    start: Option<&validate::StartBody>,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if step.audit_input_fields.is_empty() {
+        return None;
+    }
+    let input = start?.input.as_ref()?.as_object()?;
+    Some(
+        step.audit_input_fields
+            .iter()
+            .filter_map(|k| input.get(k).map(|v| (k.clone(), v.clone())))
+            .collect(),
+    )
 }

@@ -74,6 +74,57 @@ pub fn error(e: &Error, request_id: &str) -> Response<Body> {
     r
 }
 
+/// An error in the AWS JSON protocol's shape (`{"__type", "message"}`, `X-Amzn-ErrorType`), for
+/// SDKs pointed at `/aws/states`. Upstream errors keep the upstream's own code and status.
+pub fn aws_error(e: &Error, request_id: &str) -> Response<Body> {
+    use crate::forward::UpstreamError;
+    let (status, code) = match e {
+        Error::Upstream(UpstreamError::Answered { status, code, .. }) => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            code.clone(),
+        ),
+        other => {
+            let code = match other.status().as_u16() {
+                401 => "UnrecognizedClientException",
+                403 => "AccessDeniedException",
+                404 => "ResourceNotFound",
+                409 => "ExecutionAlreadyExists",
+                429 => "ThrottlingException",
+                400 | 413 => "ValidationException",
+                _ => "ServiceUnavailable",
+            };
+            let status = match other.status().as_u16() {
+                s @ (401..=499) if s != 401 && s != 403 => StatusCode::BAD_REQUEST,
+                s => StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            };
+            (status, code.to_string())
+        }
+    };
+    let message = match e {
+        Error::Upstream(UpstreamError::Answered { message, .. }) => message.clone(),
+        other => other.message(),
+    };
+    let mut r = json(
+        status,
+        &json!({"__type": code, "message": message}),
+        request_id,
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&code) {
+        r.headers_mut().insert("x-amzn-errortype", v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    r
+}
+
 /// Whether a caller-sent request id is acceptable: 1-128 of `[A-Za-z0-9._:-]`.
 pub fn well_formed_request_id(s: &str) -> bool {
     (1..=128).contains(&s.len())

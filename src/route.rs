@@ -51,6 +51,8 @@ pub enum Endpoint {
     ListSteps,
     /// An action on one step.
     Step(StepRoute),
+    /// `POST /aws/states`: the Step Functions JSON protocol, fronted unchanged.
+    AwsStates,
 }
 
 /// An action on a named step (the step may not exist: that is decided after authentication).
@@ -70,6 +72,12 @@ pub enum RouteError {
     /// No such path.
     #[error("no route for `{0}`")]
     NotFound(String),
+    /// A fronted AWS request stepgate does not let through (unsupported target, unmapped ARN).
+    #[error("{0}")]
+    Denied(String),
+    /// A fronted AWS request that does not parse.
+    #[error("{0}")]
+    Malformed(String),
     /// The path exists but not with this method.
     #[error("method `{method}` is not allowed on `{path}`")]
     MethodNotAllowed {
@@ -109,10 +117,85 @@ pub fn source_ip(
         .unwrap_or(peer)
 }
 
+/// Maps a fronted Step Functions request (`X-Amz-Target` and its JSON body) to the step whose
+/// state machine it names and the action its operation is, and rewrites its body into the native
+/// start body (`{"input": {...}, "name": ...}`), so every later stage is the same. Pure.
+pub fn aws_states<'a>(
+    target: Option<&str>,
+    body: &[u8],
+    steps: impl IntoIterator<Item = &'a crate::config::StepSettings>,
+) -> Result<(StepRoute, bytes::Bytes), RouteError> {
+    use crate::config::StepTarget;
+    let op = target
+        .and_then(|t| t.strip_prefix("AWSStepFunctions."))
+        .ok_or_else(|| {
+            RouteError::Malformed("`X-Amz-Target: AWSStepFunctions.<operation>` is required".into())
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| RouteError::Malformed(format!("body is not JSON: {e}")))?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let steps: Vec<&crate::config::StepSettings> = steps.into_iter().collect();
+    let by_machine = |arn: &str| {
+        steps.iter().find(|s| {
+            let StepTarget::StepFunctions { arn: m, .. } = &s.target;
+            m.arn == arn
+        })
+    };
+    let by_execution = |arn: &str| {
+        steps.iter().find(|s| {
+            let StepTarget::StepFunctions { arn: m, .. } = &s.target;
+            arn.starts_with(&m.execution_prefix())
+        })
+    };
+    let unmapped = |arn: &str| RouteError::Denied(format!("`{arn}` maps to no step of this proxy"));
+    match op {
+        "StartExecution" => {
+            let arn = field("stateMachineArn")
+                .ok_or_else(|| RouteError::Malformed("`stateMachineArn` is required".into()))?;
+            let step = by_machine(arn).ok_or_else(|| unmapped(arn))?;
+            let input = match field("input") {
+                None => serde_json::json!({}),
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| RouteError::Malformed(format!("`input` is not JSON: {e}")))?,
+            };
+            let mut native = serde_json::json!({"input": input});
+            if let Some(n) = field("name") {
+                native["name"] = n.into();
+            }
+            let route = StepRoute {
+                step: step.name.clone(),
+                action: Action::Start,
+                execution: None,
+            };
+            Ok((route, bytes::Bytes::from(native.to_string())))
+        }
+        "DescribeExecution" | "StopExecution" => {
+            let arn = field("executionArn")
+                .ok_or_else(|| RouteError::Malformed("`executionArn` is required".into()))?;
+            let step = by_execution(arn).ok_or_else(|| unmapped(arn))?;
+            let action = if op == "StopExecution" {
+                Action::Stop
+            } else {
+                Action::Describe
+            };
+            let route = StepRoute {
+                step: step.name.clone(),
+                action,
+                execution: Some(arn.to_string()),
+            };
+            Ok((route, bytes::Bytes::new()))
+        }
+        other => Err(RouteError::Denied(format!(
+            "operation `{other}` is not available through stepgate"
+        ))),
+    }
+}
+
 /// Resolves a request line. Path segments are percent-decoded.
 pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
     let segs: Vec<String> = path
         .trim_start_matches('/')
+        .trim_end_matches('/')
         .split('/')
         .map(percent_decode)
         .collect();
@@ -126,6 +209,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
         ["readyz"] => (Method::GET, Endpoint::Ready),
         ["metrics"] => (Method::GET, Endpoint::Metrics),
         ["v1", "steps"] => (Method::GET, Endpoint::ListSteps),
+        ["aws", "states"] => (Method::POST, Endpoint::AwsStates),
         ["v1", "steps", step, "executions"] if !step.is_empty() => (
             Method::POST,
             Endpoint::Step(StepRoute {

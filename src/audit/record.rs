@@ -47,6 +47,8 @@ pub struct Entry {
     pub latency_ms: Option<u64>,
     /// Caller address.
     pub source_ip: Option<String>,
+    /// Input fields the step allows in clear (`audit_input_fields`); absent otherwise.
+    pub input_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One line of the log.
@@ -82,6 +84,9 @@ pub struct Record {
     pub latency_ms: Option<u64>,
     /// Caller address.
     pub source_ip: Option<String>,
+    /// Allowed input fields in clear; only present for steps that configure them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_fields: Option<serde_json::Map<String, serde_json::Value>>,
     /// Previous record's hash.
     pub prev_hash: String,
     /// This record's hash.
@@ -107,6 +112,7 @@ impl Record {
             execution_id: entry.execution_id,
             latency_ms: entry.latency_ms,
             source_ip: entry.source_ip,
+            input_fields: entry.input_fields,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };

@@ -138,6 +138,9 @@ pub struct RawStep {
     pub pinned: BTreeMap<String, toml::Value>,
     /// Per-caller rate limit on this step.
     pub rate_limit: Option<RawRateLimit>,
+    /// Input fields recorded in clear in the audit log (the rest only as the body's SHA-256).
+    #[serde(default)]
+    pub audit_input_fields: Vec<String>,
 }
 
 /// `rate_limit = { per_minute = 60, burst = 10 }`: a token bucket per caller and step.

@@ -328,6 +328,8 @@ pub struct StepSettings {
     pub pinned: serde_json::Map<String, serde_json::Value>,
     /// Rate limit per caller.
     pub rate_limit: Option<RateLimit>,
+    /// Input fields recorded in clear in the audit log.
+    pub audit_input_fields: Vec<String>,
 }
 
 /// A token bucket: `per_minute` sustained, `burst` at once.
@@ -893,6 +895,7 @@ fn validate_step(
         input_schema,
         pinned,
         rate_limit,
+        audit_input_fields: raw.audit_input_fields,
     })
 }
 

@@ -100,6 +100,7 @@ state_machine_arn = "arn:aws:states:{region}:123456789012:stateMachine:nightly-l
 credentials = "sandbox"
 endpoint = "{sandbox_url}"
 input_schema = "schemas/nightly-load.json"
+audit_input_fields = ["date", "full_refresh"]
 rate_limit = {{ per_minute = 60, burst = 20 }}
 [steps.nightly-load.attributes]
 env = "prod"
@@ -115,6 +116,7 @@ credentials = "sandbox"
 endpoint = "{sandbox_url}"
 [steps.adhoc-report.attributes]
 env = "dev"
+data_classification = "restricted"
 "#,
         audit = audit.display(),
         aud = issuer::DEV_AUDIENCE,

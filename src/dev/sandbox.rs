@@ -40,9 +40,24 @@ pub struct Sandbox {
     pub url: String,
     region: String,
     executions: Mutex<BTreeMap<String, Execution>>,
+    /// Failures to answer with before handling the next requests (tests): (status, AWS code).
+    inject: Mutex<std::collections::VecDeque<(u16, String)>>,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl Sandbox {
+    /// Makes the next request answer `status` with AWS error `code` (tests: throttling, 5xx).
+    pub fn fail_next(&self, status: u16, code: &str) {
+        if let Ok(mut q) = self.inject.lock() {
+            q.push_back((status, code.to_string()));
+        }
+    }
+
+    /// Requests received so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Executions so far.
     pub fn executions(&self) -> Vec<Execution> {
         self.executions
@@ -156,6 +171,13 @@ impl Sandbox {
     }
 
     async fn answer(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let injected = self.inject.lock().ok().and_then(|mut q| q.pop_front());
+        if let Some((status, code)) = injected {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Self::err(status, &code, "injected failure");
+        }
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
             return Self::err(
@@ -298,6 +320,8 @@ pub async fn start(port: u16, region: &str) -> Result<Arc<Sandbox>, String> {
         url: format!("http://{addr}"),
         region: region.to_string(),
         executions: Mutex::new(BTreeMap::new()),
+        inject: Mutex::new(std::collections::VecDeque::new()),
+        calls: std::sync::atomic::AtomicU64::new(0),
     });
     super::serve_loopback(listener, {
         let sandbox = sandbox.clone();

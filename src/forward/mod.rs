@@ -20,6 +20,10 @@ pub enum Outcome {
     Started {
         /// Execution ARN / job id.
         execution_id: String,
+        /// The execution already existed with the same input (a retried idempotent start).
+        existing: bool,
+        /// The upstream's answer, for callers of the fronting API.
+        raw: serde_json::Value,
     },
     /// Execution details.
     Described {
@@ -27,6 +31,8 @@ pub enum Outcome {
         execution_id: String,
         /// Normalized details.
         body: serde_json::Value,
+        /// The upstream's answer.
+        raw: serde_json::Value,
     },
     /// The execution was asked to stop.
     Stopped {
@@ -34,14 +40,25 @@ pub enum Outcome {
         execution_id: String,
         /// Normalized details.
         body: serde_json::Value,
+        /// The upstream's answer.
+        raw: serde_json::Value,
     },
 }
 
 impl Outcome {
+    /// The upstream's own answer (what a fronted AWS caller gets).
+    pub fn raw(&self) -> &serde_json::Value {
+        match self {
+            Outcome::Started { raw, .. }
+            | Outcome::Described { raw, .. }
+            | Outcome::Stopped { raw, .. } => raw,
+        }
+    }
+
     /// The execution id, for the audit record.
     pub fn execution_id(&self) -> &str {
         match self {
-            Outcome::Started { execution_id }
+            Outcome::Started { execution_id, .. }
             | Outcome::Described { execution_id, .. }
             | Outcome::Stopped { execution_id, .. } => execution_id,
         }
@@ -63,6 +80,9 @@ pub enum UpstreamError {
         /// Error message.
         message: String,
     },
+    /// An idempotent start found an execution of that name with another input (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Could not reach it, or its answer made no sense.
     #[error("{0}")]
     Transport(String),
@@ -105,9 +125,7 @@ pub async fn send(
                 timeout: up.timeout,
             };
             match trigger.operation() {
-                Operation::Start { name, input } => {
-                    sfn.start(&arn.arn, name.as_deref(), input).await
-                }
+                Operation::Start { name, input } => sfn.start(arn, name.as_deref(), input).await,
                 Operation::Describe { execution_arn } => sfn.describe(execution_arn).await,
                 Operation::Stop { execution_arn } => sfn.stop(execution_arn).await,
             }

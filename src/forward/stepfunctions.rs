@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Outcome, UpstreamError, sigv4};
 use crate::clock::Clock;
+use crate::config::StateMachineArn;
 use crate::http_client::{HttpClient, HttpError};
 
 /// One call context: endpoint, region, credentials.
@@ -25,27 +26,68 @@ pub struct Client<'a> {
     pub timeout: Duration,
 }
 
+/// Attempts for a call that is safe to repeat.
+const ATTEMPTS: u32 = 3;
+
 impl Client<'_> {
-    /// `StartExecution`.
+    /// `StartExecution`. With a name (from the caller or an `Idempotency-Key`) the start is
+    /// idempotent: AWS answers a repeat of a running execution with the same input with that
+    /// execution, and `ExecutionAlreadyExists` otherwise; stepgate then looks the execution up
+    /// and answers with it when the input matches, or 409 when it differs, never a second run.
+    /// Only named starts are retried.
     pub async fn start(
         &self,
-        state_machine_arn: &str,
+        machine: &StateMachineArn,
         name: Option<&str>,
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
-        let mut body = json!({"stateMachineArn": state_machine_arn, "input": input});
+        let mut body = json!({"stateMachineArn": machine.arn, "input": input});
         if let Some(n) = name {
             body["name"] = Value::String(n.to_string());
         }
-        let v = self.call("StartExecution", &body).await?;
-        let execution_id = str_field(&v, "executionArn")?;
-        Ok(Outcome::Started { execution_id })
+        match self.call("StartExecution", &body, name.is_some()).await {
+            Ok(v) => Ok(Outcome::Started {
+                execution_id: str_field(&v, "executionArn")?,
+                existing: false,
+                raw: v,
+            }),
+            Err(UpstreamError::Answered { code, .. })
+                if code == "ExecutionAlreadyExists" && name.is_some() =>
+            {
+                let name = name.unwrap_or_default();
+                let arn = format!("{}{name}", machine.execution_prefix());
+                let d = self
+                    .call("DescribeExecution", &json!({"executionArn": arn}), true)
+                    .await?;
+                let theirs = d
+                    .get("input")
+                    .and_then(Value::as_str)
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok());
+                let ours = serde_json::from_str::<Value>(input).ok();
+                if theirs.is_some() && theirs == ours {
+                    Ok(Outcome::Started {
+                        execution_id: arn.clone(),
+                        existing: true,
+                        raw: json!({"executionArn": arn, "startDate": d.get("startDate")}),
+                    })
+                } else {
+                    Err(UpstreamError::Conflict(format!(
+                        "execution `{name}` already exists with a different input; use another name or Idempotency-Key"
+                    )))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `DescribeExecution`.
     pub async fn describe(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
         let v = self
-            .call("DescribeExecution", &json!({"executionArn": execution_arn}))
+            .call(
+                "DescribeExecution",
+                &json!({"executionArn": execution_arn}),
+                true,
+            )
             .await?;
         let mut body = serde_json::Map::new();
         for (ours, theirs) in [
@@ -65,24 +107,46 @@ impl Client<'_> {
         Ok(Outcome::Described {
             execution_id: execution_arn.to_string(),
             body: Value::Object(body),
+            raw: v,
         })
     }
 
-    /// `StopExecution`.
+    /// `StopExecution` (repeating a stop is harmless, so it is retried).
     pub async fn stop(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
         let v = self
             .call(
                 "StopExecution",
                 &json!({"executionArn": execution_arn, "cause": "stopped through stepgate"}),
+                true,
             )
             .await?;
         Ok(Outcome::Stopped {
             execution_id: execution_arn.to_string(),
             body: json!({"execution_id": execution_arn, "stop_date": v.get("stopDate")}),
+            raw: v,
         })
     }
 
-    async fn call(&self, op: &str, body: &Value) -> Result<Value, UpstreamError> {
+    /// One operation; when `idempotent`, throttling, 5xx and connection failures are retried
+    /// with capped, jittered exponential back-off.
+    async fn call(&self, op: &str, body: &Value, idempotent: bool) -> Result<Value, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call_once(op, body).await {
+                Err(e) if idempotent && attempt < ATTEMPTS && retryable(&e) => {
+                    let cap =
+                        Duration::from_millis(50 * 2u64.pow(attempt)).min(Duration::from_secs(1));
+                    let wait = cap.mul_f64(rand::random::<f64>());
+                    tracing::debug!(message = "Retrying upstream call.", op, attempt, error = %e, wait = ?wait);
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, op: &str, body: &Value) -> Result<Value, UpstreamError> {
         let bytes = Bytes::from(
             serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
         );
@@ -124,6 +188,24 @@ impl Client<'_> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Err(parse_error(status.as_u16(), header_type, resp.body()))
+    }
+}
+
+/// Worth another try: throttling, server errors, and failures to get an answer at all.
+fn retryable(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Answered { status, code, .. } => {
+            *status >= 500
+                || matches!(
+                    code.as_str(),
+                    "ThrottlingException"
+                        | "TooManyRequestsException"
+                        | "RequestLimitExceeded"
+                        | "ServiceUnavailable"
+                )
+        }
+        UpstreamError::Transport(_) => true,
+        _ => false,
     }
 }
 

@@ -202,7 +202,7 @@ fn the_sample_policy_tests_pass_and_a_wrong_expectation_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
 
     let wrong = _d.path().join("wrong.toml");
     std::fs::write(

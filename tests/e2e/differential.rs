@@ -111,6 +111,9 @@ async fn stepgate_decides_as_cedar_does() {
                 step_attrs["owner"] = json!(owner);
             }
         }
+        if step == "adhoc-report" {
+            step_attrs["data_classification"] = json!("restricted");
+        }
         let principal_id = format!("{}/{}", identity.issuer, identity.sub);
         let ents = Entities::from_json_value(
             json!([

@@ -16,6 +16,7 @@ mod authn;
 mod cli;
 mod crash;
 mod differential;
+mod fronting;
 mod jwt_attacks;
 mod listener;
 mod peers;

@@ -39,6 +39,11 @@ async fn allowed_start_is_audited_before_it_is_forwarded() {
     assert_eq!(recs[0]["reasons"][0], "data-eng-operates-nightly-etl");
     assert_eq!(recs[0]["caller"]["sub"], "alice");
     assert_eq!(recs[0]["request_id"], rid.as_str());
+    // The step allows `date` in clear; everything else only as the body's digest.
+    assert_eq!(
+        recs[0]["input_fields"],
+        serde_json::json!({"date": "2026-11-24"})
+    );
     assert_eq!(recs[1]["event"], "outcome");
     assert_eq!(recs[1]["status"], 201);
     assert_eq!(recs[1]["execution_id"], exec.as_str());
@@ -57,6 +62,7 @@ async fn forbidden_start_is_refused_audited_and_not_forwarded() {
     assert!(h.sandbox.executions().is_empty());
     let recs = h.audit_records();
     assert_eq!(recs.len(), 1);
+    assert!(recs[0].get("input_fields").is_some());
     assert_eq!(recs[0]["decision"], "deny");
     assert_eq!(recs[0]["status"], 403);
     assert_eq!(recs[0]["caller"]["sub"], "victor");
@@ -438,19 +444,19 @@ async fn upstream_failures_are_502_and_504_with_the_upstream_message() {
 #[tokio::test]
 async fn upstream_error_messages_are_kept() {
     let h = Harness::start().await;
-    let body = r#"{"input": {"a": 1}, "name": "same-name"}"#;
-    assert_eq!(h.start_as("alice", "adhoc-report", body).await.status, 201);
+    h.sandbox.fail_next(400, "InvalidExecutionInput");
     let r = h
-        .start_as(
-            "alice",
-            "adhoc-report",
-            r#"{"input": {"a": 2}, "name": "same-name"}"#,
-        )
+        .start_as("alice", "adhoc-report", r#"{"input": {"a": 1}}"#)
         .await;
-    assert_eq!(r.status, 502, "{}", r.json);
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (502, "upstream_error"),
+        "{}",
+        r.json
+    );
     let msg = r.json["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("ExecutionAlreadyExists") && msg.contains("Execution Already Exists"),
+        msg.contains("InvalidExecutionInput") && msg.contains("injected failure"),
         "{msg}"
     );
     h.stop().await;
@@ -622,5 +628,112 @@ async fn rate_limits_answer_429_with_retry_after_per_caller() {
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(h.sandbox.executions().len(), 3);
     assert!(h.audit_records().iter().any(|r| r["status"] == 429));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_idempotent_start_after_the_run_closed_answers_with_it_or_409() {
+    let h = Harness::start().await;
+    let alice = format!("Bearer {}", h.token("alice"));
+    let key = [
+        ("authorization", alice.as_str()),
+        ("idempotency-key", "k-2026-11-24"),
+    ];
+    let a = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &key,
+            r#"{"input": {"x": 1}}"#,
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    let exec = a.json["execution_id"].as_str().unwrap().to_string();
+    // Close it; AWS now answers ExecutionAlreadyExists for the name.
+    let stop = h
+        .send(
+            "POST",
+            &format!(
+                "/v1/steps/adhoc-report/executions/{}/stop",
+                exec.rsplit(':').next().unwrap()
+            ),
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(stop.status, 200, "{}", stop.json);
+    // Same key, same input (keys in another order): the same execution, 200, no second run.
+    let b = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &key,
+            r#"{"input": {"x": 1}}"#,
+        )
+        .await;
+    assert_eq!(b.status, 200, "{}", b.json);
+    assert_eq!(b.json["execution_id"], exec.as_str());
+    // Same key, another input: 409, never a second run.
+    let c = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &key,
+            r#"{"input": {"x": 2}}"#,
+        )
+        .await;
+    assert_eq!((c.status, error_code(&c)), (409, "conflict"), "{}", c.json);
+    assert_eq!(h.sandbox.executions().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_is_retried_for_idempotent_calls_only() {
+    let h = Harness::start().await;
+    let alice = format!("Bearer {}", h.token("alice"));
+    // A start without a name is not idempotent: one attempt, the error comes back.
+    h.sandbox.fail_next(400, "ThrottlingException");
+    let before = h.sandbox.calls();
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &[("authorization", &alice)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ThrottlingException")
+    );
+    assert_eq!(h.sandbox.calls() - before, 1);
+    assert!(h.sandbox.executions().is_empty());
+    // A named start is: two throttles, then it lands once.
+    h.sandbox.fail_next(400, "ThrottlingException");
+    h.sandbox.fail_next(503, "ServiceUnavailable");
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions",
+            &[("authorization", &alice)],
+            r#"{"name": "retried"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.executions().len(), 1);
+    // Describe is retried too.
+    h.sandbox.fail_next(500, "InternalFailure");
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps/adhoc-report/executions/retried",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
     h.stop().await;
 }
