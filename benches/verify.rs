@@ -2,7 +2,12 @@
 //! warm (the verified-token cache), ES256 tokens from the dev issuer.
 //! Run: `cargo bench --bench verify`.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::disallowed_methods, reason = "benchmark program")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::disallowed_methods,
+    reason = "benchmark program"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +17,10 @@ use stepgate::clock::SystemClock;
 use stepgate::config::IssuerSettings;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let clock: stepgate::clock::SharedClock = Arc::new(SystemClock);
         let issuer = stepgate::dev::issuer::start(0, clock.clone()).await.unwrap();

@@ -8,8 +8,7 @@ use std::process::ExitCode;
 
 use crate::app::Deps;
 use crate::authn::Authenticator;
-use crate::authz::{Policies, RequestFacts, policies};
-use crate::config;
+use crate::authz::{Policies, RequestFacts};
 use crate::route::Action;
 
 /// What to explain.
@@ -34,14 +33,8 @@ pub async fn run(a: ExplainArgs<'_>) -> ExitCode {
         eprintln!("error: {m}");
         ExitCode::from(1)
     };
-    let settings = match config::load(a.config) {
-        Ok(s) => s,
-        Err(p) => return fail(p.to_string()),
-    };
-    let bundle = match policies::read_dir(&settings.policies_dir)
-        .and_then(|s| policies::build(&s, &settings.steps))
-    {
-        Ok(b) => b,
+    let (settings, bundle) = match super::load_with_policies(a.config) {
+        Ok(x) => x,
         Err(p) => return fail(p.to_string()),
     };
     let Some(action) = Action::parse(a.action) else {

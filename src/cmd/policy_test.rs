@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::authn::Identity;
-use crate::authz::{Policies, RequestFacts, policies};
+use crate::authz::{Policies, RequestFacts};
 use crate::config;
 use crate::route::Action;
 
@@ -83,14 +83,8 @@ pub fn run(config_path: &Path, tests_path: &Path, now: SystemTime) -> ExitCode {
         println!("{m}");
         ExitCode::from(1)
     };
-    let settings = match config::load(config_path) {
-        Ok(s) => s,
-        Err(p) => return invalid(p.to_string()),
-    };
-    let bundle = match policies::read_dir(&settings.policies_dir)
-        .and_then(|s| policies::build(&s, &settings.steps))
-    {
-        Ok(b) => b,
+    let (settings, bundle) = match super::load_with_policies(config_path) {
+        Ok(x) => x,
         Err(p) => return invalid(p.to_string()),
     };
     let text = match std::fs::read_to_string(tests_path) {

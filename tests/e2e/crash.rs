@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 
 use crate::support::Harness;
@@ -37,44 +37,6 @@ async fn wait_ready(base: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("stepgate at {base} never became ready");
-}
-
-async fn moto_execution_names(moto: &str, ak: &str, sk: &str, arn: &str) -> Vec<String> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let creds = aws_credential_types::Credentials::new(ak, sk, None, None, "test");
-    let mut names = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut body = serde_json::json!({"stateMachineArn": arn, "maxResults": 1000});
-        if let Some(t) = &token {
-            body["nextToken"] = t.clone().into();
-        }
-        let mut req = http::Request::post(format!("{moto}/"))
-            .header("host", moto.trim_start_matches("http://"))
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", "AWSStepFunctions.ListExecutions")
-            .body(Bytes::from(body.to_string()))
-            .unwrap();
-        stepgate::forward::sigv4::sign_request(
-            &mut req,
-            &creds,
-            "us-east-1",
-            "states",
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        let resp = client.request(req.map(Full::new)).await.unwrap();
-        let v: Value =
-            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-        for e in v["executions"].as_array().cloned().unwrap_or_default() {
-            names.push(e["name"].as_str().unwrap().to_string());
-        }
-        match v["nextToken"].as_str() {
-            Some(t) => token = Some(t.to_string()),
-            None => return names,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -165,9 +127,10 @@ async fn kill_9_mid_load_leaves_no_unaudited_trigger() {
         .filter(|r| r["event"] == "decision" && r["decision"] == "allow")
         .map(|r| r["request_id"].as_str().unwrap().to_string())
         .collect();
-    let ours: Vec<String> = moto_execution_names(&p.moto, &p.ak, &p.sk, &arn)
+    let ours: Vec<String> = crate::peers::list_executions(&p, &arn)
         .await
         .into_iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
         .filter(|n| n.starts_with(&format!("crash-{run_id}-")))
         .collect();
     let unaudited: Vec<&String> = ours.iter().filter(|n| !allowed.contains(*n)).collect();

@@ -103,29 +103,45 @@ fn peer_config(p: &Peers, sk: &str, ak: &str) -> impl FnOnce(String) -> String {
     }
 }
 
-/// Lists the demo machine's executions on moto, signed with the test user's key.
+/// Lists the demo machine's executions on moto.
 async fn moto_executions(p: &Peers) -> Vec<Value> {
+    list_executions(p, &p.sm_arn).await
+}
+
+/// Every execution of a state machine on moto (all pages), signed with the test user's key.
+pub async fn list_executions(p: &Peers, arn: &str) -> Vec<Value> {
     let creds = aws_credential_types::Credentials::new(&p.ak, &p.sk, None, None, "test");
-    let body = serde_json::json!({"stateMachineArn": p.sm_arn}).to_string();
     let host = p.moto.trim_start_matches("http://").to_string();
-    let mut req = http::Request::post(format!("{}/", p.moto))
-        .header("host", host)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amz-target", "AWSStepFunctions.ListExecutions")
-        .body(Bytes::from(body))
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut body = serde_json::json!({"stateMachineArn": arn, "maxResults": 1000});
+        if let Some(t) = &next {
+            body["nextToken"] = t.clone().into();
+        }
+        let mut req = http::Request::post(format!("{}/", p.moto))
+            .header("host", &host)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", "AWSStepFunctions.ListExecutions")
+            .body(Bytes::from(body.to_string()))
+            .unwrap();
+        stepgate::forward::sigv4::sign_request(
+            &mut req,
+            &creds,
+            "us-east-1",
+            "states",
+            std::time::SystemTime::now(),
+        )
         .unwrap();
-    stepgate::forward::sigv4::sign_request(
-        &mut req,
-        &creds,
-        "us-east-1",
-        "states",
-        std::time::SystemTime::now(),
-    )
-    .unwrap();
-    let (status, body) = body_of(client().request(req.map(Full::new)).await.unwrap()).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    v["executions"].as_array().cloned().unwrap_or_default()
+        let (status, body) = body_of(client().request(req.map(Full::new)).await.unwrap()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        out.extend(v["executions"].as_array().cloned().unwrap_or_default());
+        match v["nextToken"].as_str() {
+            Some(t) => next = Some(t.to_string()),
+            None => return out,
+        }
+    }
 }
 
 #[tokio::test]
