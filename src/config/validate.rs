@@ -863,7 +863,13 @@ fn validate_step(
             };
             match StateMachineArn::parse(arn) {
                 Ok(arn) => {
-                    let default = format!("https://states.{}.amazonaws.com", arn.region);
+                    // China regions live under their own DNS suffix.
+                    let suffix = if arn.partition == "aws-cn" {
+                        "amazonaws.com.cn"
+                    } else {
+                        "amazonaws.com"
+                    };
+                    let default = format!("https://states.{}.{suffix}", arn.region);
                     let endpoint = endpoint.or_else(|| default.parse().ok())?;
                     (
                         StepKind::StepFunctions,
