@@ -3,6 +3,7 @@
 //! `mod.rs` holds the serde structs exactly as users write them; `validate.rs` turns them,
 //! without any I/O, into the typed [`Settings`] the rest of stepgate uses.
 
+mod settings;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,12 +12,12 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-pub(crate) use validate::secure_or_loopback;
-pub use validate::{
-    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, Problem, Problems, RateLimit,
-    ServerSettings, Settings, StateMachineArn, StepKind, StepSettings, StepTarget, TlsFiles, load,
-    parse,
+pub use settings::{
+    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, RateLimit, ServerSettings,
+    Settings, StateMachineArn, StepKind, StepSettings, StepTarget, TlsFiles,
 };
+pub(crate) use validate::secure_or_loopback;
+pub use validate::{Problem, Problems, load, parse};
 
 /// `[server]`: the listener.
 #[derive(Debug, Default, Deserialize)]
