@@ -123,7 +123,7 @@ impl App {
         let upstreams = Upstreams {
             http: deps.http.clone(),
             clock: deps.clock.clone(),
-            credentials: CredentialStore::from_settings(&settings.credentials),
+            credentials: CredentialStore::from_settings(&settings.credentials, deps.clock.clone()),
             timeout: settings.server.upstream_timeout,
         };
         let steps = settings
@@ -159,12 +159,42 @@ impl App {
             .map(|i| (i.name().to_string(), i.keys().ever_loaded()))
             .collect();
         let audit = self.audit.is_healthy();
+        let credentials: BTreeMap<String, bool> = self
+            .upstreams
+            .credentials
+            .providers()
+            .map(|(n, p)| (n.clone(), p.is_usable()))
+            .collect();
         let any_issuer = issuers.is_empty() || issuers.values().any(|v| *v);
         Readiness {
-            ready: audit && any_issuer,
+            ready: audit && any_issuer && credentials.values().all(|v| *v),
             audit,
             policies: true,
             issuers,
+            credentials,
+        }
+    }
+
+    /// Fetches every provider's credentials now, then refreshes each ahead of its expiry in the
+    /// background, so requests rarely wait for STS.
+    pub fn spawn_credential_refresh(self: &Arc<Self>) {
+        for (name, provider) in self.upstreams.credentials.providers() {
+            let (name, provider, clock) = (name.clone(), provider.clone(), self.clock.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = provider.get().await {
+                        tracing::warn!(message = "Credentials not available yet; retrying.", name = %name, error = %e);
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        continue;
+                    }
+                    let wait = provider
+                        .refresh_due()
+                        .and_then(|due| due.duration_since(clock.now()).ok())
+                        .unwrap_or(Duration::from_secs(300))
+                        .clamp(Duration::from_secs(1), Duration::from_secs(300));
+                    tokio::time::sleep(wait).await;
+                }
+            });
         }
     }
 

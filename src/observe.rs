@@ -175,4 +175,6 @@ pub struct Readiness {
     pub policies: bool,
     /// Per issuer: keys fetched at least once.
     pub issuers: std::collections::BTreeMap<String, bool>,
+    /// Per credential provider: usable credentials held.
+    pub credentials: std::collections::BTreeMap<String, bool>,
 }

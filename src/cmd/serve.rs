@@ -16,6 +16,7 @@ pub async fn run(path: &Path, accept_broken_audit_chain: bool) -> Result<(), Sta
     app.spawn_issuer_warmup();
     crate::authz::reload::spawn(&app);
     app.spawn_housekeeping();
+    app.spawn_credential_refresh();
     let server = Server::bind(app, listen)
         .await
         .map_err(StartError::Runtime)?;

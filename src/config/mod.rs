@@ -13,8 +13,9 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 pub use settings::{
-    AttrValue, AwsStaticSettings, CredentialSettings, IssuerSettings, RateLimit, ServerSettings,
-    Settings, StateMachineArn, StepKind, StepSettings, StepTarget, TlsFiles,
+    AttrValue, AwsAssumeRoleSettings, AwsStaticSettings, AwsWebIdentitySettings,
+    CredentialSettings, IssuerSettings, RateLimit, ServerSettings, Settings, StateMachineArn,
+    StepKind, StepSettings, StepTarget, StsSettings, TlsFiles,
 };
 pub(crate) use validate::secure_or_loopback;
 pub use validate::{Problem, Problems, load, parse};
@@ -99,6 +100,58 @@ pub struct RawIssuer {
 pub enum RawCredentials {
     /// Long-lived AWS keys from the config file.
     AwsStatic(RawAwsStatic),
+    /// STS AssumeRole with another provider's credentials.
+    AwsAssumeRole(RawAwsAssumeRole),
+    /// STS AssumeRoleWithWebIdentity with a token file (EKS IRSA, GitHub Actions' OIDC trust).
+    AwsWebIdentity(RawAwsWebIdentity),
+    /// The AWS SDK's default chain: environment, profile, ECS, instance metadata.
+    AwsDefaultChain(RawAwsDefaultChain),
+}
+
+/// `kind = "aws_assume_role"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsAssumeRole {
+    /// Role to assume.
+    pub role_arn: String,
+    /// Name of the `[credentials.NAME]` block whose credentials call STS.
+    pub source: String,
+    /// External id the role's trust policy requires.
+    pub external_id: Option<Secret<String>>,
+    /// Session name (visible in CloudTrail). Default `stepgate`.
+    pub session_name: Option<String>,
+    /// Session length (`"15m"` .. `"12h"`). Default `1h`.
+    pub duration: Option<String>,
+    /// STS region. Default `us-east-1`.
+    pub region: Option<String>,
+    /// STS endpoint override (tests, private links).
+    pub sts_endpoint: Option<String>,
+}
+
+/// `kind = "aws_web_identity"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsWebIdentity {
+    /// Role to assume.
+    pub role_arn: String,
+    /// File holding the web identity token (re-read at every refresh).
+    pub token_file: String,
+    /// Session name. Default `stepgate`.
+    pub session_name: Option<String>,
+    /// Session length. Default `1h`.
+    pub duration: Option<String>,
+    /// STS region. Default `us-east-1`.
+    pub region: Option<String>,
+    /// STS endpoint override.
+    pub sts_endpoint: Option<String>,
+}
+
+/// `kind = "aws_default_chain"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsDefaultChain {
+    /// Region for the chain's own calls. Default `us-east-1`.
+    pub region: Option<String>,
 }
 
 /// `kind = "aws_static"`.

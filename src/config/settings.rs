@@ -95,6 +95,50 @@ pub struct IssuerSettings {
 pub enum CredentialSettings {
     /// Static AWS keys.
     AwsStatic(AwsStaticSettings),
+    /// STS AssumeRole.
+    AwsAssumeRole(AwsAssumeRoleSettings),
+    /// STS AssumeRoleWithWebIdentity.
+    AwsWebIdentity(AwsWebIdentitySettings),
+    /// The SDK's default chain.
+    AwsDefaultChain {
+        /// Region.
+        region: String,
+    },
+}
+
+/// STS call settings shared by the role kinds.
+#[derive(Debug, Clone)]
+pub struct StsSettings {
+    /// Role to assume.
+    pub role_arn: String,
+    /// Session name.
+    pub session_name: String,
+    /// Session length.
+    pub duration: Duration,
+    /// STS region.
+    pub region: String,
+    /// STS endpoint override.
+    pub endpoint: Option<String>,
+}
+
+/// `aws_assume_role`.
+#[derive(Debug, Clone)]
+pub struct AwsAssumeRoleSettings {
+    /// The STS call.
+    pub sts: StsSettings,
+    /// Source credentials block.
+    pub source: String,
+    /// External id.
+    pub external_id: Option<Secret<String>>,
+}
+
+/// `aws_web_identity`.
+#[derive(Debug, Clone)]
+pub struct AwsWebIdentitySettings {
+    /// The STS call.
+    pub sts: StsSettings,
+    /// Token file.
+    pub token_file: PathBuf,
 }
 
 /// `aws_static`.

@@ -232,24 +232,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
     }
 
     let mut cred_settings = BTreeMap::new();
+    let kinds: BTreeMap<String, &'static str> = credentials
+        .iter()
+        .map(|(n, r)| {
+            let k = match r {
+                RawCredentials::AwsStatic(_) => "aws_static",
+                RawCredentials::AwsAssumeRole(_) => "aws_assume_role",
+                RawCredentials::AwsWebIdentity(_) => "aws_web_identity",
+                RawCredentials::AwsDefaultChain(_) => "aws_default_chain",
+            };
+            (n.clone(), k)
+        })
+        .collect();
     for (name, raw) in credentials {
-        let RawCredentials::AwsStatic(a) = raw;
-        if a.access_key_id.trim().is_empty() || a.secret_access_key.expose().trim().is_empty() {
-            let span = cred_spans.get(&name).cloned();
-            c.push(
-                span,
-                &format!("credentials.{name}"),
-                "`access_key_id` and `secret_access_key` must not be empty",
-            );
+        let span = cred_spans.get(&name).cloned();
+        let key = format!("credentials.{name}");
+        if let Some(s) = validate_credentials(&mut c, &base, &key, span, raw, &kinds) {
+            cred_settings.insert(name, s);
         }
-        cred_settings.insert(
-            name,
-            CredentialSettings::AwsStatic(AwsStaticSettings {
-                access_key_id: a.access_key_id,
-                secret_access_key: a.secret_access_key,
-                session_token: a.session_token,
-            }),
-        );
     }
 
     let mut step_settings = BTreeMap::new();
@@ -519,6 +519,147 @@ fn attr_value(v: &toml::Value) -> Result<AttrValue, String> {
             other.type_str()
         )),
     }
+}
+
+/// The STS fields both role kinds have, as written.
+struct RawSts {
+    role_arn: String,
+    session_name: Option<String>,
+    duration: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+}
+
+fn sts_settings(
+    c: &mut Collector<'_>,
+    key: &str,
+    span: Option<std::ops::Range<usize>>,
+    raw: RawSts,
+) -> StsSettings {
+    let RawSts {
+        role_arn,
+        session_name,
+        duration: duration_s,
+        region,
+        endpoint,
+    } = raw;
+    if !role_arn.starts_with("arn:") || !role_arn.contains(":role/") {
+        c.push(
+            span.clone(),
+            &format!("{key}.role_arn"),
+            format!("`{role_arn}` is not a role ARN (arn:aws:iam::<account>:role/<name>)"),
+        );
+    }
+    let session_name = session_name.unwrap_or_else(|| "stepgate".into());
+    if !(2..=64).contains(&session_name.len())
+        || !session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    {
+        c.push(
+            span.clone(),
+            &format!("{key}.session_name"),
+            "must be 2-64 of letters, digits and `+=,.@_-`",
+        );
+    }
+    let duration = duration(
+        c,
+        &format!("{key}.duration"),
+        duration_s.as_deref(),
+        Duration::from_secs(3600),
+    );
+    if !(Duration::from_secs(900)..=Duration::from_secs(43_200)).contains(&duration) {
+        c.push(
+            span.clone(),
+            &format!("{key}.duration"),
+            "must be between 15m and 12h",
+        );
+    }
+    if let Some(e) = &endpoint
+        && !secure_or_loopback(e)
+    {
+        c.push(
+            span,
+            &format!("{key}.sts_endpoint"),
+            format!("`{e}` must be an https URL (http only on loopback)"),
+        );
+    }
+    StsSettings {
+        role_arn,
+        session_name,
+        duration,
+        region: region.unwrap_or_else(|| "us-east-1".into()),
+        endpoint,
+    }
+}
+
+fn validate_credentials(
+    c: &mut Collector<'_>,
+    base: &Path,
+    key: &str,
+    span: Option<std::ops::Range<usize>>,
+    raw: RawCredentials,
+    kinds: &BTreeMap<String, &'static str>,
+) -> Option<CredentialSettings> {
+    let before = c.problems.len();
+    let out = match raw {
+        RawCredentials::AwsStatic(a) => {
+            if a.access_key_id.trim().is_empty() || a.secret_access_key.expose().trim().is_empty() {
+                c.push(
+                    span,
+                    key,
+                    "`access_key_id` and `secret_access_key` must not be empty",
+                );
+            }
+            CredentialSettings::AwsStatic(AwsStaticSettings {
+                access_key_id: a.access_key_id,
+                secret_access_key: a.secret_access_key,
+                session_token: a.session_token,
+            })
+        }
+        RawCredentials::AwsAssumeRole(a) => {
+            match kinds.get(&a.source).copied() {
+                None => c.push(span.clone(), &format!("{key}.source"), format!("no `[credentials.{}]` block is configured", a.source)),
+                Some("aws_assume_role") => c.push(
+                    span.clone(),
+                    &format!("{key}.source"),
+                    "role chaining through another `aws_assume_role` is not supported; use static, web identity or default-chain source credentials",
+                ),
+                Some(_) => {}
+            }
+            let sts = RawSts {
+                role_arn: a.role_arn,
+                session_name: a.session_name,
+                duration: a.duration,
+                region: a.region,
+                endpoint: a.sts_endpoint,
+            };
+            let sts = sts_settings(c, key, span, sts);
+            CredentialSettings::AwsAssumeRole(AwsAssumeRoleSettings {
+                sts,
+                source: a.source,
+                external_id: a.external_id,
+            })
+        }
+        RawCredentials::AwsWebIdentity(w) => {
+            let sts = RawSts {
+                role_arn: w.role_arn,
+                session_name: w.session_name,
+                duration: w.duration,
+                region: w.region,
+                endpoint: w.sts_endpoint,
+            };
+            let sts = sts_settings(c, key, span, sts);
+            CredentialSettings::AwsWebIdentity(AwsWebIdentitySettings {
+                sts,
+                token_file: base.join(w.token_file),
+            })
+        }
+        RawCredentials::AwsDefaultChain(d) => CredentialSettings::AwsDefaultChain {
+            region: d.region.unwrap_or_else(|| "us-east-1".into()),
+        },
+    };
+    (c.problems.len() == before).then_some(out)
 }
 
 /// Step names appear in URLs and Cedar ids: keep them to a safe alphabet.

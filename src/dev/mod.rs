@@ -173,6 +173,7 @@ pub async fn run(listen: SocketAddr, dir: PathBuf) -> Result<(), StartError> {
         return Err(rt(format!("dev issuer `{name}` is not reachable: {e}")));
     }
     crate::authz::reload::spawn(&app);
+    app.spawn_credential_refresh();
     let server = Server::bind(app.clone(), listen).await.map_err(rt)?;
     let ttl = Duration::from_secs(12 * 3600);
     let token = |who: &str| issuer.token_for(who, ttl).unwrap_or_default();

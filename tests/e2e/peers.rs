@@ -320,3 +320,78 @@ async fn after_the_provider_rotates_its_keys_new_tokens_verify_without_a_restart
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_step_signs_with_its_own_assumed_role_and_an_unassumable_role_fails_closed() {
+    let Some(p) = peers() else { return };
+    let _serial = SERIAL.lock().await;
+    let role = std::env::var("STEPGATE_TEST_MOTO_ROLE_ARN").unwrap();
+    let untrusted = std::env::var("STEPGATE_TEST_MOTO_UNTRUSTED_ROLE_ARN").unwrap();
+    let (moto, arn, ak, sk) = (p.moto.clone(), p.sm_arn.clone(), p.ak.clone(), p.sk.clone());
+    let h = Harness::start_with(move |c| {
+        c.replace(
+            "[credentials.sandbox]",
+            &format!(
+                "[credentials.proxy]\nkind = \"aws_static\"\naccess_key_id = \"{ak}\"\nsecret_access_key = \"{sk}\"\n\n\
+                 [credentials.runner]\nkind = \"aws_assume_role\"\nrole_arn = \"{role}\"\nsource = \"proxy\"\n\
+                 session_name = \"stepgate-demo\"\nduration = \"15m\"\nsts_endpoint = \"{moto}\"\n\n\
+                 [credentials.locked-out]\nkind = \"aws_assume_role\"\nrole_arn = \"{untrusted}\"\nsource = \"proxy\"\nsts_endpoint = \"{moto}\"\n\n\
+                 [steps.demo]\npipeline = \"nightly-etl\"\nkind = \"stepfunctions\"\nstate_machine_arn = \"{arn}\"\n\
+                 credentials = \"runner\"\nendpoint = \"{moto}\"\n\n\
+                 [steps.demo-locked]\npipeline = \"nightly-etl\"\nkind = \"stepfunctions\"\nstate_machine_arn = \"{arn}\"\n\
+                 credentials = \"locked-out\"\nendpoint = \"{moto}\"\n\n[credentials.sandbox]"
+            ),
+        )
+    })
+    .await;
+    let before = moto_executions(&p).await.len();
+    let alice = format!("Bearer {}", h.token("alice"));
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &alice)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let r2 = h
+        .send(
+            "POST",
+            "/v1/steps/demo/executions",
+            &[("authorization", &alice)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r2.status, 201, "{}", r2.json);
+    assert_eq!(moto_executions(&p).await.len(), before + 2);
+    let ready = h.send("GET", "/readyz", &[], "").await;
+    assert_eq!(ready.json["credentials"]["runner"], true, "{}", ready.json);
+    assert_eq!(
+        ready.json["credentials"]["locked-out"], false,
+        "{}",
+        ready.json
+    );
+    // A role the proxy may not assume: fail closed, nothing forwarded, and audited.
+    let r = h
+        .send(
+            "POST",
+            "/v1/steps/demo-locked/executions",
+            &[("authorization", &alice)],
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{}",
+        r.json
+    );
+    assert_eq!(moto_executions(&p).await.len(), before + 2);
+    let last = h.audit_records().last().cloned().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["status"].as_u64()),
+        (Some("outcome"), Some(503))
+    );
+    h.stop().await;
+}

@@ -60,6 +60,10 @@ impl Harness {
         let app = Arc::new(App::build(settings, Deps::real().unwrap()).unwrap());
         let _unreachable = app.authn.warm().await; // as `serve` does at start-up
         stepgate::authz::reload::spawn(&app); // as `serve` does
+        for (_, p) in app.upstreams.credentials.providers() {
+            let _ = p.get().await; // warm, as the refresh task does first
+        }
+        app.spawn_credential_refresh();
         let server = Server::bind(app.clone(), listen).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

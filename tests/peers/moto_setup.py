@@ -42,6 +42,18 @@ def main():
         "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": "*"}]}))
     denied = iam.create_access_key(UserName="denied-user")["AccessKey"]
 
+    # A least-privilege role for one step, assumable only by the proxy's user.
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:user/stepgate-proxy"}, "Action": "sts:AssumeRole"}]}
+    runner = iam.create_role(RoleName="step-runner", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="step-runner", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["states:StartExecution", "states:DescribeExecution"], "Resource": "*"}]}))
+    # A role whose trust policy does not name the proxy.
+    nobody = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+              "Principal": {"AWS": "arn:aws:iam::123456789012:user/someone-else"}, "Action": "sts:AssumeRole"}]}
+    untrusted = iam.create_role(RoleName="untrusted", AssumeRolePolicyDocument=json.dumps(nobody))["Role"]["Arn"]
+
     post(f"{ep}/moto-api/reset-auth", b"0")  # enforce signatures and IAM from here on
     out = {
         "STEPGATE_TEST_MOTO_AK": proxy["AccessKeyId"],
@@ -50,6 +62,8 @@ def main():
         "STEPGATE_TEST_MOTO_DENIED_SK": denied["SecretAccessKey"],
         "STEPGATE_TEST_MOTO_SM_ARN": demo,
         "STEPGATE_TEST_MOTO_SM_ARN_ORDERS": orders,
+        "STEPGATE_TEST_MOTO_ROLE_ARN": runner,
+        "STEPGATE_TEST_MOTO_UNTRUSTED_ROLE_ARN": untrusted,
     }
     for k, v in out.items():
         print(f"export {k}='{v}'")
