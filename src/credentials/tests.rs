@@ -102,3 +102,23 @@ fn credentials_never_print_their_secret() {
         "{dbg}"
     );
 }
+
+#[tokio::test]
+async fn web_identity_reads_its_token_file_at_every_fetch() {
+    let settings = crate::config::AwsWebIdentitySettings {
+        sts: crate::config::StsSettings {
+            role_arn: "arn:aws:iam::123456789012:role/r".into(),
+            session_name: "stepgate".into(),
+            duration: Duration::from_secs(900),
+            region: "us-east-1".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+        },
+        token_file: "/nonexistent/stepgate-token".into(),
+    };
+    let p = aws::WebIdentity::new(settings, aws::SdkDeps::new());
+    let err = p.fetch().await.unwrap_err();
+    assert!(
+        err.contains("cannot read token file `/nonexistent/stepgate-token`"),
+        "{err}"
+    );
+}

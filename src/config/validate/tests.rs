@@ -143,3 +143,52 @@ fn secrets_do_not_print_in_debug() {
     assert!(!dbg.contains("secret\""), "{dbg}");
     assert!(dbg.contains("[redacted]"));
 }
+
+#[test]
+fn credential_kinds_are_checked() {
+    let roles = r#"
+[credentials.runner]
+kind = "aws_assume_role"
+role_arn = "arn:aws:iam::123456789012:role/runner"
+source = "etl"
+external_id = "ext-1"
+duration = "30m"
+
+[credentials.irsa]
+kind = "aws_web_identity"
+role_arn = "arn:aws:iam::123456789012:role/irsa"
+token_file = "token"
+
+[credentials.chain]
+kind = "aws_default_chain"
+"#;
+    let s = parse_at(&format!("{GOOD}{roles}")).unwrap();
+    let CredentialSettings::AwsAssumeRole(a) = &s.credentials["runner"] else {
+        panic!()
+    };
+    assert_eq!(
+        (a.source.as_str(), a.sts.duration),
+        ("etl", Duration::from_secs(1800))
+    );
+    assert_eq!(a.sts.session_name, "stepgate");
+    let CredentialSettings::AwsWebIdentity(w) = &s.credentials["irsa"] else {
+        panic!()
+    };
+    assert_eq!(w.token_file, Path::new("/etc/stepgate/token"));
+    assert!(format!("{:?}", a.external_id).contains("[redacted]"));
+
+    let bad = roles
+        .replace("source = \"etl\"", "source = \"runner\"")
+        .replace("duration = \"30m\"", "duration = \"13h\"")
+        .replace("role/irsa", "user/irsa");
+    let err = parse_at(&format!("{GOOD}{bad}")).unwrap_err().to_string();
+    assert!(
+        err.contains("credentials.runner.source: role chaining"),
+        "{err}"
+    );
+    assert!(
+        err.contains("credentials.runner.duration: must be between 15m and 12h"),
+        "{err}"
+    );
+    assert!(err.contains("credentials.irsa.role_arn"), "{err}");
+}
