@@ -229,6 +229,10 @@ where
     app.limits
         .check(&route.step, &identity.principal_id())
         .map_err(Error::RateLimited)?; // 429
+    let list = match route.action {
+        Action::List => Some(validate::parse_list_query(parts.uri.query())?), // 400
+        _ => None,
+    };
     let start = match route.action {
         Action::Start => Some(validate::apply_pinned(
             &step,
@@ -257,6 +261,7 @@ where
         start,
         idem,
         &app.guardrails,
+        list,
     )?; // 400
     let ticket = app
         .audit
@@ -279,16 +284,29 @@ where
         Outcome::Started {
             execution_id,
             existing,
+            result,
             ..
-        } => (
-            if *existing {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            },
-            json!({"step": route.step, "execution_id": execution_id, "request_id": trail.request_id}),
-        ),
-        Outcome::Described { body, .. } | Outcome::Stopped { body, .. } => {
+        } => {
+            let mut b = json!({"step": route.step, "execution_id": execution_id, "request_id": trail.request_id});
+            // A synchronous (EXPRESS) start carries its result.
+            if let (Some(o), Some(r)) = (
+                b.as_object_mut(),
+                result.as_ref().and_then(|r| r.as_object()),
+            ) {
+                o.extend(r.clone());
+            }
+            (
+                if *existing {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                b,
+            )
+        }
+        Outcome::Described { body, .. }
+        | Outcome::Stopped { body, .. }
+        | Outcome::Listed { body, .. } => {
             let mut b = body.clone();
             if let Some(o) = b.as_object_mut() {
                 o.insert("step".into(), json!(route.step));
@@ -299,7 +317,7 @@ where
     };
     let mut entry = trail.entry(app, "outcome", "allow");
     entry.status = Some(status.as_u16());
-    entry.execution_id = Some(outcome.execution_id().to_string());
+    entry.execution_id = outcome.execution_id().map(str::to_string);
     entry.latency_ms = Some(trail.latency_ms());
     if let Err(e) = app.audit.write(entry).await {
         // The trigger happened and its decision is on record; report it, do not hide the result.

@@ -210,6 +210,18 @@ pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
         ["metrics"] => (Method::GET, Endpoint::Metrics),
         ["v1", "steps"] => (Method::GET, Endpoint::ListSteps),
         ["aws", "states"] => (Method::POST, Endpoint::AwsStates),
+        ["v1", "steps", step, "executions"]
+            if !step.is_empty() && (*method == Method::GET || *method == Method::HEAD) =>
+        {
+            (
+                Method::GET,
+                Endpoint::Step(StepRoute {
+                    step: step.to_string(),
+                    action: Action::List,
+                    execution: None,
+                }),
+            )
+        }
         ["v1", "steps", step, "executions"] if !step.is_empty() => (
             Method::POST,
             Endpoint::Step(StepRoute {
@@ -243,7 +255,8 @@ pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -326,9 +339,13 @@ mod tests {
     #[test]
     fn wrong_method_and_unknown_paths() {
         assert!(matches!(
-            resolve(&Method::GET, "/v1/steps/load/executions"),
+            resolve(&Method::PUT, "/v1/steps/load/executions"),
             Err(RouteError::MethodNotAllowed { .. })
         ));
+        let Endpoint::Step(r) = resolve(&Method::GET, "/v1/steps/load/executions").unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.action, Action::List);
         assert!(matches!(
             resolve(&Method::GET, "/v2/x"),
             Err(RouteError::NotFound(_))

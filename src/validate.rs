@@ -136,6 +136,55 @@ pub fn apply_pinned(step: &StepSettings, mut body: StartBody) -> Result<StartBod
     Ok(body)
 }
 
+/// `GET /v1/steps/{step}/executions?status=RUNNING&max_results=50&next_token=...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only executions in this state.
+    pub status: Option<String>,
+    /// Page size (1-1000).
+    pub max_results: Option<u32>,
+    /// The previous page's `next_token`.
+    pub next_token: Option<String>,
+}
+
+const EXECUTION_STATES: &[&str] = &[
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "TIMED_OUT",
+    "ABORTED",
+    "PENDING_REDRIVE",
+];
+
+/// Parses the list query string; unknown parameters are refused.
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, InvalidInput> {
+    let mut q = ListQuery::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = crate::route::percent_decode(v);
+        match k {
+            "status" if EXECUTION_STATES.contains(&v.as_str()) => q.status = Some(v),
+            "status" => {
+                return Err(InvalidInput(format!(
+                    "`status` must be one of {}",
+                    EXECUTION_STATES.join(", ")
+                )));
+            }
+            "max_results" => match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => q.max_results = Some(n),
+                _ => return Err(InvalidInput("`max_results` must be 1-1000".into())),
+            },
+            "next_token" if !v.is_empty() && v.len() <= 3096 => q.next_token = Some(v),
+            other => return Err(InvalidInput(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(q)
+}
+
 /// What to do upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
@@ -156,6 +205,8 @@ pub enum Operation {
         /// Execution ARN.
         execution_arn: String,
     },
+    /// List the step's executions.
+    List(ListQuery),
 }
 
 /// Proof that a permitted request's input was validated. Only [`trigger`] makes one.
@@ -202,6 +253,7 @@ pub fn trigger(
     start: Option<StartBody>,
     idempotency_key: Option<&str>,
     guardrails: &Guardrails,
+    list: Option<ListQuery>,
 ) -> Result<ValidatedTrigger, InvalidInput> {
     let operation = match permit.action() {
         Action::Start => {
@@ -257,7 +309,7 @@ pub fn trigger(
                 Operation::Describe { execution_arn }
             }
         }
-        Action::List => return Err(InvalidInput("`list` is not forwarded".into())),
+        Action::List => Operation::List(list.unwrap_or_default()),
     };
     Ok(ValidatedTrigger {
         permit,

@@ -178,6 +178,10 @@ pub struct RawStep {
     pub kind: String,
     /// For `stepfunctions`: the state machine ARN.
     pub state_machine_arn: Option<String>,
+    /// For `stepfunctions`: an EXPRESS machine started with `StartSyncExecution` (the answer
+    /// carries the result). Default false.
+    #[serde(default)]
+    pub sync: bool,
     /// Name of a `[credentials.NAME]` block used to sign the forward.
     pub credentials: String,
     /// Override of the upstream endpoint (tests, private links).

@@ -177,6 +177,10 @@ pub enum StepTarget {
         arn: StateMachineArn,
         /// Endpoint base URL (`https://states.<region>.amazonaws.com` unless overridden).
         endpoint: http::Uri,
+        /// Endpoint of `StartSyncExecution` (`https://sync-states.<region>...` unless overridden).
+        sync_endpoint: http::Uri,
+        /// Started with `StartSyncExecution`.
+        sync: bool,
     },
 }
 

@@ -777,10 +777,17 @@ fn validate_step(
                         "amazonaws.com"
                     };
                     let default = format!("https://states.{}.{suffix}", arn.region);
+                    let sync_default = format!("https://sync-states.{}.{suffix}", arn.region);
+                    let sync_endpoint = endpoint.clone().or_else(|| sync_default.parse().ok())?;
                     let endpoint = endpoint.or_else(|| default.parse().ok())?;
                     (
                         StepKind::StepFunctions,
-                        StepTarget::StepFunctions { arn, endpoint },
+                        StepTarget::StepFunctions {
+                            arn,
+                            endpoint,
+                            sync_endpoint,
+                            sync: raw.sync,
+                        },
                     )
                 }
                 Err(m) => {

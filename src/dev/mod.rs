@@ -117,6 +117,16 @@ endpoint = "{sandbox_url}"
 [steps.adhoc-report.attributes]
 env = "dev"
 data_classification = "restricted"
+
+[steps.quick-check]
+pipeline = "reporting"
+kind = "stepfunctions"
+state_machine_arn = "arn:aws:states:{region}:123456789012:stateMachine:quick-check"
+sync = true
+credentials = "sandbox"
+endpoint = "{sandbox_url}"
+[steps.quick-check.attributes]
+env = "dev"
 "#,
         audit = audit.display(),
         aud = issuer::DEV_AUDIENCE,

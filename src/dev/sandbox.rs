@@ -276,6 +276,45 @@ impl Sandbox {
                 );
                 ok(json!({"executionArn": arn, "startDate": now}))
             }
+            "AWSStepFunctions.StartSyncExecution" => {
+                let Some(sm) = s("stateMachineArn") else {
+                    return Self::err(
+                        StatusCode::BAD_REQUEST,
+                        "ValidationException",
+                        "stateMachineArn is required",
+                    );
+                };
+                let Some((head, machine)) = sm.split_once(":stateMachine:") else {
+                    return Self::err(StatusCode::BAD_REQUEST, "InvalidArn", "Invalid Arn");
+                };
+                let input = s("input").unwrap_or_else(|| "{}".into());
+                let name = s("name").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let arn = format!("{head}:express:{machine}:{name}:{}", uuid::Uuid::new_v4());
+                // The sandbox's express workflows echo their input as output.
+                ok(
+                    json!({"executionArn": arn, "stateMachineArn": sm, "name": name, "status": "SUCCEEDED",
+                          "startDate": now, "stopDate": now, "input": input, "output": input}),
+                )
+            }
+            "AWSStepFunctions.ListExecutions" => {
+                let Some(sm) = s("stateMachineArn") else {
+                    return Self::err(
+                        StatusCode::BAD_REQUEST,
+                        "ValidationException",
+                        "stateMachineArn is required",
+                    );
+                };
+                let filter = s("statusFilter");
+                let list: Vec<Value> = execs
+                    .values()
+                    .filter(|e| e.state_machine_arn == sm && filter.as_ref().is_none_or(|f| *f == e.status))
+                    .map(|e| {
+                        json!({"executionArn": e.arn, "stateMachineArn": e.state_machine_arn,
+                               "name": e.arn.rsplit(':').next(), "status": e.status, "startDate": e.start})
+                    })
+                    .collect();
+                ok(json!({"executions": list}))
+            }
             "AWSStepFunctions.DescribeExecution" => {
                 match s("executionArn").and_then(|a| execs.get(&a).cloned()) {
                     Some(e) => ok(

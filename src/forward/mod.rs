@@ -22,6 +22,8 @@ pub enum Outcome {
         execution_id: String,
         /// The execution already existed with the same input (a retried idempotent start).
         existing: bool,
+        /// For synchronous starts: `status`, `output`, `error`, `cause`, `stop_date`.
+        result: Option<serde_json::Value>,
         /// The upstream's answer, for callers of the fronting API.
         raw: serde_json::Value,
     },
@@ -30,6 +32,13 @@ pub enum Outcome {
         /// Execution ARN.
         execution_id: String,
         /// Normalized details.
+        body: serde_json::Value,
+        /// The upstream's answer.
+        raw: serde_json::Value,
+    },
+    /// The step's executions (one page).
+    Listed {
+        /// `{"executions": [...], "next_token": ...}`.
         body: serde_json::Value,
         /// The upstream's answer.
         raw: serde_json::Value,
@@ -51,16 +60,18 @@ impl Outcome {
         match self {
             Outcome::Started { raw, .. }
             | Outcome::Described { raw, .. }
-            | Outcome::Stopped { raw, .. } => raw,
+            | Outcome::Stopped { raw, .. }
+            | Outcome::Listed { raw, .. } => raw,
         }
     }
 
-    /// The execution id, for the audit record.
-    pub fn execution_id(&self) -> &str {
+    /// The execution id, for the audit record (none for a listing).
+    pub fn execution_id(&self) -> Option<&str> {
         match self {
             Outcome::Started { execution_id, .. }
             | Outcome::Described { execution_id, .. }
-            | Outcome::Stopped { execution_id, .. } => execution_id,
+            | Outcome::Stopped { execution_id, .. } => Some(execution_id),
+            Outcome::Listed { .. } => None,
         }
     }
 }
@@ -114,7 +125,12 @@ pub async fn send(
 ) -> Result<Outcome, UpstreamError> {
     let step = trigger.step();
     match &step.target {
-        StepTarget::StepFunctions { arn, endpoint } => {
+        StepTarget::StepFunctions {
+            arn,
+            endpoint,
+            sync_endpoint,
+            sync,
+        } => {
             let creds = up.credentials.aws(&step.credentials).await?;
             let sfn = stepfunctions::Client {
                 http: up.http.as_ref(),
@@ -125,7 +141,15 @@ pub async fn send(
                 timeout: up.timeout,
             };
             match trigger.operation() {
+                Operation::Start { name, input } if *sync => {
+                    let sync_client = stepfunctions::Client {
+                        endpoint: sync_endpoint,
+                        ..sfn
+                    };
+                    sync_client.start_sync(arn, name.as_deref(), input).await
+                }
                 Operation::Start { name, input } => sfn.start(arn, name.as_deref(), input).await,
+                Operation::List(q) => sfn.list(arn, q).await,
                 Operation::Describe { execution_arn } => sfn.describe(execution_arn).await,
                 Operation::Stop { execution_arn } => sfn.stop(execution_arn).await,
             }

@@ -9,6 +9,7 @@ use super::{Outcome, UpstreamError, sigv4};
 use crate::clock::Clock;
 use crate::config::StateMachineArn;
 use crate::http_client::{HttpClient, HttpError};
+use crate::validate::ListQuery;
 
 /// One call context: endpoint, region, credentials.
 pub struct Client<'a> {
@@ -49,6 +50,7 @@ impl Client<'_> {
             Ok(v) => Ok(Outcome::Started {
                 execution_id: str_field(&v, "executionArn")?,
                 existing: false,
+                result: None,
                 raw: v,
             }),
             Err(UpstreamError::Answered { code, .. })
@@ -68,6 +70,7 @@ impl Client<'_> {
                     Ok(Outcome::Started {
                         execution_id: arn.clone(),
                         existing: true,
+                        result: None,
                         raw: json!({"executionArn": arn, "startDate": d.get("startDate")}),
                     })
                 } else {
@@ -78,6 +81,80 @@ impl Client<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `StartSyncExecution` (EXPRESS machines, on the `sync-states` host): the answer is the
+    /// finished execution. AWS answers 200 even when the workflow failed; its `status` says so.
+    /// Never retried: EXPRESS executions have no idempotency to lean on.
+    pub async fn start_sync(
+        &self,
+        machine: &StateMachineArn,
+        name: Option<&str>,
+        input: &str,
+    ) -> Result<Outcome, UpstreamError> {
+        let mut body = json!({"stateMachineArn": machine.arn, "input": input});
+        if let Some(n) = name {
+            body["name"] = Value::String(n.to_string());
+        }
+        let v = self.call("StartSyncExecution", &body, false).await?;
+        let mut result = serde_json::Map::new();
+        for (ours, theirs) in [
+            ("status", "status"),
+            ("output", "output"),
+            ("error", "error"),
+            ("cause", "cause"),
+            ("stop_date", "stopDate"),
+        ] {
+            if let Some(x) = v.get(theirs) {
+                result.insert(ours.into(), x.clone());
+            }
+        }
+        Ok(Outcome::Started {
+            execution_id: str_field(&v, "executionArn")?,
+            existing: false,
+            result: Some(Value::Object(result)),
+            raw: v,
+        })
+    }
+
+    /// `ListExecutions` of this step's state machine, one page.
+    pub async fn list(
+        &self,
+        machine: &StateMachineArn,
+        q: &ListQuery,
+    ) -> Result<Outcome, UpstreamError> {
+        let mut body = json!({"stateMachineArn": machine.arn});
+        if let Some(s) = &q.status {
+            body["statusFilter"] = s.clone().into();
+        }
+        if let Some(m) = q.max_results {
+            body["maxResults"] = m.into();
+        }
+        if let Some(t) = &q.next_token {
+            body["nextToken"] = t.clone().into();
+        }
+        let v = self.call("ListExecutions", &body, true).await?;
+        let executions: Vec<Value> = v
+            .get("executions")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        json!({
+                            "execution_id": e.get("executionArn"),
+                            "name": e.get("name"),
+                            "status": e.get("status"),
+                            "start_date": e.get("startDate"),
+                            "stop_date": e.get("stopDate"),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Outcome::Listed {
+            body: json!({"executions": executions, "next_token": v.get("nextToken")}),
+            raw: v,
+        })
     }
 
     /// `DescribeExecution`.

@@ -32,7 +32,7 @@ fn check_says_ok_for_the_sample_setup() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.starts_with("ok: 2 steps, 1 issuers, 7 policies"),
+        stdout.starts_with("ok: 3 steps, 1 issuers, 7 policies"),
         "{stdout}"
     );
 }

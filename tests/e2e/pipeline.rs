@@ -737,3 +737,99 @@ async fn throttling_is_retried_for_idempotent_calls_only() {
     assert_eq!(r.status, 200, "{}", r.json);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn listing_a_steps_executions_is_its_own_permission() {
+    let h = Harness::start().await;
+    let alice = format!("Bearer {}", h.token("alice"));
+    for n in ["l-1", "l-2"] {
+        let r = h
+            .start_as("alice", "adhoc-report", &format!(r#"{{"name": "{n}"}}"#))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let stop = h
+        .send(
+            "POST",
+            "/v1/steps/adhoc-report/executions/l-1/stop",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(stop.status, 200);
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps/adhoc-report/executions",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["executions"].as_array().unwrap().len(), 2);
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps/adhoc-report/executions?status=ABORTED&max_results=10",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let listed = r.json["executions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "l-1");
+    // Viewers may list; the CI identity may only start nightly-load.
+    let viewer = format!("Bearer {}", h.token("victor"));
+    assert_eq!(
+        h.send(
+            "GET",
+            "/v1/steps/adhoc-report/executions",
+            &[("authorization", &viewer)],
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    let ci = format!("Bearer {}", h.token("ci"));
+    assert_eq!(
+        h.send(
+            "GET",
+            "/v1/steps/adhoc-report/executions",
+            &[("authorization", &ci)],
+            ""
+        )
+        .await
+        .status,
+        403
+    );
+    let r = h
+        .send(
+            "GET",
+            "/v1/steps/adhoc-report/executions?status=NOPE",
+            &[("authorization", &alice)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_sync_step_answers_with_the_finished_execution() {
+    let h = Harness::start().await;
+    let r = h
+        .start_as("alice", "quick-check", r#"{"input": {"x": 1}}"#)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(r.json["status"], "SUCCEEDED");
+    assert_eq!(r.json["output"], r#"{"x":1}"#);
+    assert!(
+        r.json["execution_id"]
+            .as_str()
+            .unwrap()
+            .contains(":express:quick-check:")
+    );
+    h.stop().await;
+}

@@ -41,7 +41,17 @@ fn a_good_file_resolves_paths_against_its_folder() {
     assert_eq!(s.audit_path, Path::new("/etc/stepgate/audit/log.jsonl"));
     let step = &s.steps["nightly-load"];
     assert_eq!(step.attributes["tier"], AttrValue::Long(1));
-    let StepTarget::StepFunctions { arn, endpoint } = &step.target;
+    let StepTarget::StepFunctions {
+        arn,
+        endpoint,
+        sync_endpoint,
+        sync,
+    } = &step.target;
+    assert_eq!(
+        sync_endpoint.to_string(),
+        "https://sync-states.us-east-1.amazonaws.com/"
+    );
+    assert!(!sync);
     assert_eq!(arn.region, "us-east-1");
     assert_eq!(
         endpoint.to_string(),
