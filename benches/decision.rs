@@ -33,6 +33,10 @@ fn step(i: usize) -> StepSettings {
             ))
             .unwrap(),
             endpoint: "https://states.us-east-1.amazonaws.com".parse().unwrap(),
+            sync_endpoint: "https://sync-states.us-east-1.amazonaws.com"
+                .parse()
+                .unwrap(),
+            sync: false,
         },
         credentials: "c".into(),
         attributes: BTreeMap::from([(
