@@ -127,6 +127,15 @@ credentials = "sandbox"
 endpoint = "{sandbox_url}"
 [steps.quick-check.attributes]
 env = "dev"
+
+[steps.weekly-analytics]
+pipeline = "analytics"
+kind = "stepfunctions"
+state_machine_arn = "arn:aws:states:{region}:123456789012:stateMachine:weekly-analytics"
+credentials = "sandbox"
+endpoint = "{sandbox_url}"
+[steps.weekly-analytics.attributes]
+env = "prod"
 "#,
         audit = audit.display(),
         aud = issuer::DEV_AUDIENCE,

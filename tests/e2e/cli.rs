@@ -32,7 +32,7 @@ fn check_says_ok_for_the_sample_setup() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.starts_with("ok: 3 steps, 1 issuers, 7 policies"),
+        stdout.starts_with("ok: 4 steps, 1 issuers, 7 policies"),
         "{stdout}"
     );
 }
@@ -202,7 +202,7 @@ fn the_sample_policy_tests_pass_and_a_wrong_expectation_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("14 passed, 0 failed"), "{stdout}");
 
     let wrong = _d.path().join("wrong.toml");
     std::fs::write(
