@@ -164,6 +164,12 @@ impl App {
             .credentials
             .providers()
             .map(|(n, p)| (n.clone(), p.is_usable()))
+            .chain(
+                self.upstreams
+                    .credentials
+                    .google_providers()
+                    .map(|(n, p)| (n.clone(), p.is_usable())),
+            )
             .collect();
         let any_issuer = issuers.is_empty() || issuers.values().any(|v| *v);
         Readiness {
@@ -176,22 +182,80 @@ impl App {
     }
 
     /// Fetches every provider's credentials now, then refreshes each ahead of its expiry in the
-    /// background, so requests rarely wait for STS.
+    /// background (one refresh at a time per provider; failures retried with jittered, capped
+    /// back-off), so requests never wait for STS while held credentials are valid. Google
+    /// providers refresh inside `google-cloud-auth`; their task here keeps readiness and metrics
+    /// current and rebuilds a provider that stopped.
     pub fn spawn_credential_refresh(self: &Arc<Self>) {
         for (name, provider) in self.upstreams.credentials.providers() {
-            let (name, provider, clock) = (name.clone(), provider.clone(), self.clock.clone());
+            let (provider, clock) = (provider.clone(), self.clock.clone());
+            let labels = crate::observe::ProviderLabels {
+                provider: name.clone(),
+            };
+            let weak = Arc::downgrade(self);
             tokio::spawn(async move {
+                let mut backoff = Duration::from_secs(1);
+                let mut failures_seen = 0;
                 loop {
-                    if let Err(e) = provider.get().await {
-                        tracing::warn!(message = "Credentials not available yet; retrying.", name = %name, error = %e);
-                        tokio::time::sleep(Duration::from_secs(10)).await;
-                        continue;
+                    let result = provider.refresh_if_due().await;
+                    let Some(app) = weak.upgrade() else { return };
+                    let m = &app.metrics.credentials;
+                    let failures = provider.failures();
+                    m.refresh_failures
+                        .get_or_create(&labels)
+                        .inc_by(failures.saturating_sub(failures_seen));
+                    failures_seen = failures;
+                    m.usable
+                        .get_or_create(&labels)
+                        .set(i64::from(provider.is_usable()));
+                    if let Some(exp) = provider.expiry() {
+                        let left = match exp.duration_since(clock.now()) {
+                            Ok(d) => d.as_secs_f64(),
+                            Err(e) => -e.duration().as_secs_f64(),
+                        };
+                        m.expiry_seconds.get_or_create(&labels).set(left);
                     }
-                    let wait = provider
-                        .refresh_due()
-                        .and_then(|due| due.duration_since(clock.now()).ok())
-                        .unwrap_or(Duration::from_secs(300))
-                        .clamp(Duration::from_secs(1), Duration::from_secs(300));
+                    drop(app);
+                    let wait = match result {
+                        Ok(()) => {
+                            backoff = Duration::from_secs(1);
+                            provider
+                                .refresh_due()
+                                .and_then(|due| due.duration_since(clock.now()).ok())
+                                .unwrap_or(Duration::from_secs(300))
+                                .clamp(Duration::from_secs(1), Duration::from_secs(300))
+                        }
+                        Err(_) => {
+                            let w = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                            backoff = (backoff * 2).min(Duration::from_secs(60));
+                            w
+                        }
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            });
+        }
+        for (name, provider) in self.upstreams.credentials.google_providers() {
+            let provider = provider.clone();
+            let labels = crate::observe::ProviderLabels {
+                provider: name.clone(),
+            };
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut failures_seen = 0;
+                loop {
+                    let ok = provider.token().await.is_ok();
+                    let Some(app) = weak.upgrade() else { return };
+                    let m = &app.metrics.credentials;
+                    let failures = provider.failures();
+                    m.refresh_failures
+                        .get_or_create(&labels)
+                        .inc_by(failures.saturating_sub(failures_seen));
+                    failures_seen = failures;
+                    m.usable.get_or_create(&labels).set(i64::from(ok));
+                    drop(app);
+                    let base = if ok { 30.0 } else { 5.0 };
+                    let wait = Duration::from_secs_f64(base * (0.75 + rand::random::<f64>() / 2.0));
                     tokio::time::sleep(wait).await;
                 }
             });

@@ -104,6 +104,7 @@ impl Error {
             Error::Upstream(UpstreamError::Timeout(_)) => S::GATEWAY_TIMEOUT,
             Error::Upstream(UpstreamError::Credentials(_)) => S::SERVICE_UNAVAILABLE,
             Error::Upstream(UpstreamError::Conflict(_)) => S::CONFLICT,
+            Error::Upstream(UpstreamError::NotOfStep(_)) => S::NOT_FOUND,
             Error::Upstream(_) => S::BAD_GATEWAY,
             Error::Unavailable(_) => S::SERVICE_UNAVAILABLE,
         }

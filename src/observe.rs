@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -29,6 +30,25 @@ pub struct ResultLabels {
 pub struct DecisionLabels {
     /// `allow` or `deny`.
     pub decision: String,
+}
+
+/// Labels of a credential provider.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// `[credentials.NAME]`.
+    pub provider: String,
+}
+
+/// Metrics of the credential providers.
+#[derive(Clone, Default)]
+pub struct CredentialMetrics {
+    /// `stepgate_credentials_expiry_seconds{provider}`: seconds until the held credentials
+    /// expire (AWS; Google's library does not tell its tokens' expiry).
+    pub expiry_seconds: Family<ProviderLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `stepgate_credentials_refresh_failures_total{provider}`.
+    pub refresh_failures: Family<ProviderLabels, Counter>,
+    /// `stepgate_credentials_usable{provider}`: 1 when usable credentials are held.
+    pub usable: Family<ProviderLabels, Gauge>,
 }
 
 /// Metrics of the audit writer.
@@ -85,6 +105,8 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     /// `stepgate_upstream_duration_seconds`.
     pub upstream_seconds: Histogram,
+    /// Credential providers.
+    pub credentials: CredentialMetrics,
 }
 
 impl Default for Metrics {
@@ -142,7 +164,24 @@ impl Default for Metrics {
             "Upstream call latency",
             upstream_seconds.clone(),
         );
+        let credentials = CredentialMetrics::default();
+        registry.register(
+            "stepgate_credentials_expiry_seconds",
+            "Seconds until a provider's held credentials expire",
+            credentials.expiry_seconds.clone(),
+        );
+        registry.register(
+            "stepgate_credentials_refresh_failures",
+            "Failed credential fetches per provider",
+            credentials.refresh_failures.clone(),
+        );
+        registry.register(
+            "stepgate_credentials_usable",
+            "1 when a provider holds usable credentials",
+            credentials.usable.clone(),
+        );
         Self {
+            credentials,
             registry: Mutex::new(registry),
             requests,
             decisions,

@@ -136,15 +136,14 @@ pub fn aws_states<'a>(
     let field = |k: &str| v.get(k).and_then(|x| x.as_str());
     let steps: Vec<&crate::config::StepSettings> = steps.into_iter().collect();
     let by_machine = |arn: &str| {
-        steps.iter().find(|s| {
-            let StepTarget::StepFunctions { arn: m, .. } = &s.target;
-            m.arn == arn
-        })
+        steps
+            .iter()
+            .find(|s| matches!(&s.target, StepTarget::StepFunctions { arn: m, .. } if m.arn == arn))
     };
     let by_execution = |arn: &str| {
         steps.iter().find(|s| {
-            let StepTarget::StepFunctions { arn: m, .. } = &s.target;
-            arn.starts_with(&m.execution_prefix())
+            matches!(&s.target, StepTarget::StepFunctions { arn: m, .. }
+                if arn.starts_with(&m.execution_prefix()))
         })
     };
     let unmapped = |arn: &str| RouteError::Denied(format!("`{arn}` maps to no step of this proxy"));

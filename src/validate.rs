@@ -197,13 +197,13 @@ pub enum Operation {
     },
     /// Describe an execution.
     Describe {
-        /// Execution ARN.
-        execution_arn: String,
+        /// Execution ARN (Step Functions) or job id (Dataflow).
+        execution_id: String,
     },
     /// Stop an execution.
     Stop {
-        /// Execution ARN.
-        execution_arn: String,
+        /// Execution ARN (Step Functions) or job id (Dataflow).
+        execution_id: String,
     },
     /// List the step's executions.
     List(ListQuery),
@@ -278,14 +278,31 @@ pub fn trigger(
                 }
                 (None, None) => None,
             };
-            if let Some(n) = &name
-                && !valid_execution_name(n)
-            {
-                return Err(InvalidInput(format!(
-                    "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
-                )));
+            let dataflow = match &step.target {
+                StepTarget::Dataflow(t) => Some(t),
+                StepTarget::StepFunctions { .. } => None,
+            };
+            if let Some(n) = &name {
+                if !valid_execution_name(n) {
+                    return Err(InvalidInput(format!(
+                        "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
+                    )));
+                }
+                if let Some(t) = dataflow
+                    && !crate::config::valid_dataflow_job_name(&format!(
+                        "{}-{n}",
+                        t.job_name_prefix
+                    ))
+                {
+                    return Err(InvalidInput(format!(
+                        "job name `{n}` must be lowercase letters, digits and `-`, not ending in `-` (Dataflow's job names)"
+                    )));
+                }
             }
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
+            if dataflow.is_some() {
+                template_parameters(&input)?;
+            }
             let failures = guardrails.failures(&step.name, &input);
             if !failures.is_empty() {
                 return Err(InvalidInput(format!(
@@ -302,11 +319,11 @@ pub fn trigger(
         }
         Action::Describe | Action::Stop => {
             let id = execution.ok_or_else(|| InvalidInput("an execution id is required".into()))?;
-            let execution_arn = execution_arn(&step, id)?;
+            let execution_id = execution_id(&step, id)?;
             if permit.action() == Action::Stop {
-                Operation::Stop { execution_arn }
+                Operation::Stop { execution_id }
             } else {
-                Operation::Describe { execution_arn }
+                Operation::Describe { execution_id }
             }
         }
         Action::List => Operation::List(list.unwrap_or_default()),
@@ -318,10 +335,48 @@ pub fn trigger(
     })
 }
 
-/// An execution id -> its ARN; an ARN of another state machine is refused, so a permit on one
-/// step never reaches another step's executions.
-fn execution_arn(step: &StepSettings, id: &str) -> Result<String, InvalidInput> {
-    let StepTarget::StepFunctions { arn, .. } = &step.target;
+/// A Dataflow start's input -> the launch's `parameters`: Dataflow takes a flat map of strings, so
+/// strings pass as they are, numbers and booleans as their JSON text, anything else is refused.
+pub fn template_parameters(
+    input: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, InvalidInput> {
+    let Some(o) = input.as_object() else {
+        return Err(InvalidInput("`input` must be a JSON object".into()));
+    };
+    o.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(_) => Ok((k.clone(), v.clone())),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                Ok((k.clone(), serde_json::Value::String(v.to_string())))
+            }
+            _ => Err(InvalidInput(format!(
+                "`input.{k}`: Dataflow template parameters are strings, numbers or booleans, not {}",
+                if v.is_null() { "null" } else if v.is_array() { "arrays" } else { "objects" }
+            ))),
+        })
+        .collect()
+}
+
+/// Dataflow job ids (`2026-11-24_09_30_00-1234567890123456789`): letters, digits, `-` and `_`.
+fn valid_job_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A path's execution id -> what the upstream calls it. A Step Functions id becomes its ARN and an
+/// ARN of another state machine is refused, so a permit on one step never reaches another step's
+/// executions; a Dataflow job id is checked for shape here and for ownership (the step's job-name
+/// prefix) by the forward stage, which must look the job up to know its name.
+fn execution_id(step: &StepSettings, id: &str) -> Result<String, InvalidInput> {
+    let arn = match &step.target {
+        StepTarget::StepFunctions { arn, .. } => arn,
+        StepTarget::Dataflow(_) if valid_job_id(id) => return Ok(id.to_string()),
+        StepTarget::Dataflow(_) => {
+            return Err(InvalidInput(format!("`{id}` is not a Dataflow job id")));
+        }
+    };
     let prefix = arn.execution_prefix();
     if let Some(name) = id.strip_prefix(&prefix) {
         if valid_execution_name(name) {

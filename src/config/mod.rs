@@ -13,12 +13,13 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 pub use settings::{
-    AttrValue, AwsAssumeRoleSettings, AwsStaticSettings, AwsWebIdentitySettings,
-    CredentialSettings, IssuerSettings, RateLimit, ServerSettings, Settings, StateMachineArn,
-    StepKind, StepSettings, StepTarget, StsSettings, TlsFiles,
+    AttrValue, AwsAssumeRoleSettings, AwsStaticSettings, AwsWebIdentitySettings, Cloud,
+    CredentialSettings, DataflowTarget, DataflowTemplate, GcpImpersonateSettings, IssuerSettings,
+    RateLimit, ServerSettings, Settings, StateMachineArn, StepKind, StepSettings, StepTarget,
+    StsSettings, TlsFiles,
 };
 pub(crate) use validate::secure_or_loopback;
-pub use validate::{Problem, Problems, load, parse};
+pub use validate::{CLOUD_PLATFORM_SCOPE, Problem, Problems, load, parse, valid_dataflow_job_name};
 
 /// `[server]`: the listener.
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +107,65 @@ pub enum RawCredentials {
     AwsWebIdentity(RawAwsWebIdentity),
     /// The AWS SDK's default chain: environment, profile, ECS, instance metadata.
     AwsDefaultChain(RawAwsDefaultChain),
+    /// A Google service-account key file (self-signed JWTs, AIP-4111).
+    GcpServiceAccount(RawGcpServiceAccount),
+    /// Google workload identity federation: an `external_account` config file (AIP-4117).
+    GcpExternalAccount(RawGcpExternalAccount),
+    /// Another Google provider's credentials -> `generateAccessToken` for a per-step account.
+    GcpImpersonate(RawGcpImpersonate),
+    /// The GCE/GKE metadata server's service account.
+    GcpMetadata(RawGcpMetadata),
+}
+
+/// `kind = "gcp_service_account"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGcpServiceAccount {
+    /// Service-account key file (JSON, as the Cloud console downloads it).
+    pub key_file: String,
+    /// OAuth scopes. Default `["https://www.googleapis.com/auth/cloud-platform"]`.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `kind = "gcp_external_account"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGcpExternalAccount {
+    /// The `external_account` JSON (`gcloud iam workload-identity-pools create-cred-config`);
+    /// its `token_url` and `service_account_impersonation_url` are the endpoints used.
+    pub config_file: String,
+    /// OAuth scopes. Default cloud-platform.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `kind = "gcp_impersonate"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGcpImpersonate {
+    /// Name of the `[credentials.NAME]` block (a `gcp_*` kind) whose token calls IAM.
+    pub source: String,
+    /// Email of the service account to act as.
+    pub target_service_account: String,
+    /// Delegation chain, if any.
+    #[serde(default)]
+    pub delegates: Vec<String>,
+    /// Token lifetime (`"1h"` at most). Default `1h`.
+    pub lifetime: Option<String>,
+    /// OAuth scopes. Default cloud-platform.
+    pub scopes: Option<Vec<String>>,
+    /// IAM Credentials endpoint override (tests, private links). Default
+    /// `https://iamcredentials.googleapis.com`. Needs a file-based source.
+    pub iam_endpoint: Option<String>,
+}
+
+/// `kind = "gcp_metadata"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGcpMetadata {
+    /// Metadata server override. Default `http://metadata.google.internal`.
+    pub endpoint: Option<String>,
+    /// OAuth scopes. Default: the instance's.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `kind = "aws_assume_role"`.
@@ -174,7 +234,7 @@ pub struct RawAwsStatic {
 pub struct RawStep {
     /// Pipeline the step belongs to (its Cedar parent).
     pub pipeline: String,
-    /// `stepfunctions` (more kinds come with later releases).
+    /// `stepfunctions`, `dataflow_template` or `dataflow_flex_template`.
     pub kind: String,
     /// For `stepfunctions`: the state machine ARN.
     pub state_machine_arn: Option<String>,
@@ -182,6 +242,21 @@ pub struct RawStep {
     /// carries the result). Default false.
     #[serde(default)]
     pub sync: bool,
+    /// For Dataflow kinds: the Google Cloud project id.
+    pub project: Option<String>,
+    /// For Dataflow kinds: the regional endpoint's location (`europe-west1`).
+    pub location: Option<String>,
+    /// For `dataflow_template`: the classic template (`gs://bucket/path`).
+    pub gcs_path: Option<String>,
+    /// For `dataflow_flex_template`: the flex template spec (`gs://bucket/path.json`).
+    pub container_spec_gcs_path: Option<String>,
+    /// For Dataflow kinds: every job of this step is named `<prefix>-...`; describe, stop and
+    /// list only see such jobs. Default: the step name in Dataflow's alphabet.
+    pub job_name_prefix: Option<String>,
+    /// For Dataflow kinds: the launch's `environment` (RuntimeEnvironment or
+    /// FlexTemplateRuntimeEnvironment, Google's field names), fixed by the step.
+    #[serde(default)]
+    pub environment: BTreeMap<String, toml::Value>,
     /// Name of a `[credentials.NAME]` block used to sign the forward.
     pub credentials: String,
     /// Override of the upstream endpoint (tests, private links).

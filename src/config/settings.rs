@@ -104,6 +104,81 @@ pub enum CredentialSettings {
         /// Region.
         region: String,
     },
+    /// A Google service-account key file.
+    GcpServiceAccount {
+        /// Key file.
+        key_file: PathBuf,
+        /// OAuth scopes.
+        scopes: Vec<String>,
+    },
+    /// Google workload identity federation.
+    GcpExternalAccount {
+        /// `external_account` config file.
+        config_file: PathBuf,
+        /// OAuth scopes.
+        scopes: Vec<String>,
+    },
+    /// Google service-account impersonation.
+    GcpImpersonate(GcpImpersonateSettings),
+    /// The metadata server.
+    GcpMetadata {
+        /// Endpoint override.
+        endpoint: Option<String>,
+        /// OAuth scopes (empty: the instance's).
+        scopes: Vec<String>,
+    },
+}
+
+impl CredentialSettings {
+    /// The cloud whose APIs these credentials sign for.
+    pub fn cloud(&self) -> Cloud {
+        match self {
+            CredentialSettings::AwsStatic(_)
+            | CredentialSettings::AwsAssumeRole(_)
+            | CredentialSettings::AwsWebIdentity(_)
+            | CredentialSettings::AwsDefaultChain { .. } => Cloud::Aws,
+            CredentialSettings::GcpServiceAccount { .. }
+            | CredentialSettings::GcpExternalAccount { .. }
+            | CredentialSettings::GcpImpersonate(_)
+            | CredentialSettings::GcpMetadata { .. } => Cloud::Google,
+        }
+    }
+}
+
+/// A cloud, for matching steps to credential kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// AWS (SigV4).
+    Aws,
+    /// Google Cloud (OAuth bearer tokens).
+    Google,
+}
+
+impl Cloud {
+    /// For messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "AWS",
+            Cloud::Google => "Google Cloud",
+        }
+    }
+}
+
+/// `gcp_impersonate`.
+#[derive(Debug, Clone)]
+pub struct GcpImpersonateSettings {
+    /// Source provider name (a `gcp_*` block).
+    pub source: String,
+    /// Service account to act as.
+    pub target_service_account: String,
+    /// Delegation chain.
+    pub delegates: Vec<String>,
+    /// Token lifetime.
+    pub lifetime: Duration,
+    /// OAuth scopes.
+    pub scopes: Vec<String>,
+    /// IAM Credentials endpoint override.
+    pub iam_endpoint: Option<String>,
 }
 
 /// STS call settings shared by the role kinds.
@@ -157,6 +232,10 @@ pub struct AwsStaticSettings {
 pub enum StepKind {
     /// AWS Step Functions.
     StepFunctions,
+    /// A Dataflow classic template.
+    DataflowTemplate,
+    /// A Dataflow flex template.
+    DataflowFlexTemplate,
 }
 
 impl StepKind {
@@ -164,6 +243,8 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::StepFunctions => "stepfunctions",
+            StepKind::DataflowTemplate => "dataflow_template",
+            StepKind::DataflowFlexTemplate => "dataflow_flex_template",
         }
     }
 }
@@ -181,6 +262,40 @@ pub enum StepTarget {
         sync_endpoint: http::Uri,
         /// Started with `StartSyncExecution`.
         sync: bool,
+    },
+    /// A Dataflow template (classic or flex).
+    Dataflow(DataflowTarget),
+}
+
+/// Where a Dataflow step launches.
+#[derive(Debug, Clone)]
+pub struct DataflowTarget {
+    /// Endpoint base URL (`https://dataflow.googleapis.com` unless overridden).
+    pub endpoint: http::Uri,
+    /// Project id.
+    pub project: String,
+    /// Regional endpoint location.
+    pub location: String,
+    /// The template.
+    pub template: DataflowTemplate,
+    /// Job names start with `<prefix>-`.
+    pub job_name_prefix: String,
+    /// The launch `environment`, as configured.
+    pub environment: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A classic or flex template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataflowTemplate {
+    /// `templates.launch?gcsPath=`.
+    Classic {
+        /// `gs://` path.
+        gcs_path: String,
+    },
+    /// `flexTemplates.launch` with `containerSpecGcsPath`.
+    Flex {
+        /// `gs://` path of the spec.
+        container_spec_gcs_path: String,
     },
 }
 

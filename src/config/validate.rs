@@ -240,6 +240,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
                 RawCredentials::AwsAssumeRole(_) => "aws_assume_role",
                 RawCredentials::AwsWebIdentity(_) => "aws_web_identity",
                 RawCredentials::AwsDefaultChain(_) => "aws_default_chain",
+                RawCredentials::GcpServiceAccount(_) => "gcp_service_account",
+                RawCredentials::GcpExternalAccount(_) => "gcp_external_account",
+                RawCredentials::GcpImpersonate(_) => "gcp_impersonate",
+                RawCredentials::GcpMetadata(_) => "gcp_metadata",
             };
             (n.clone(), k)
         })
@@ -257,6 +261,35 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
         let span = step_spans.get(&name).cloned();
         if let Some(s) = validate_step(&mut c, &base, &name, span, raw, &cred_settings) {
             step_settings.insert(name, s);
+        }
+    }
+    // Job names are how a Dataflow step knows its jobs: no step's jobs may look like another's.
+    let dataflow: Vec<(&String, &DataflowTarget)> = step_settings
+        .iter()
+        .filter_map(|(n, s)| match &s.target {
+            StepTarget::Dataflow(t) => Some((n, t)),
+            StepTarget::StepFunctions { .. } => None,
+        })
+        .collect();
+    for (a, ta) in &dataflow {
+        for (b, tb) in &dataflow {
+            if a != b
+                && ta.project == tb.project
+                && ta.location == tb.location
+                && (ta.job_name_prefix == tb.job_name_prefix
+                    || tb
+                        .job_name_prefix
+                        .starts_with(&format!("{}-", ta.job_name_prefix)))
+            {
+                c.push(
+                    step_spans.get(b.as_str()).cloned(),
+                    &format!("steps.{b}.job_name_prefix"),
+                    format!(
+                        "`{}` overlaps step `{a}`'s job names (`{}-...`) in the same project and location; give each step its own prefix",
+                        tb.job_name_prefix, ta.job_name_prefix
+                    ),
+                );
+            }
         }
     }
 
@@ -658,8 +691,129 @@ fn validate_credentials(
         RawCredentials::AwsDefaultChain(d) => CredentialSettings::AwsDefaultChain {
             region: d.region.unwrap_or_else(|| "us-east-1".into()),
         },
+        RawCredentials::GcpServiceAccount(g) => CredentialSettings::GcpServiceAccount {
+            key_file: base.join(g.key_file),
+            scopes: scopes(c, key, span, g.scopes),
+        },
+        RawCredentials::GcpExternalAccount(g) => CredentialSettings::GcpExternalAccount {
+            config_file: base.join(g.config_file),
+            scopes: scopes(c, key, span, g.scopes),
+        },
+        RawCredentials::GcpImpersonate(g) => {
+            match kinds.get(&g.source).copied() {
+                None => c.push(
+                    span.clone(),
+                    &format!("{key}.source"),
+                    format!("no `[credentials.{}]` block is configured", g.source),
+                ),
+                Some("gcp_impersonate") => c.push(
+                    span.clone(),
+                    &format!("{key}.source"),
+                    "chaining impersonations is not supported; use `delegates` instead",
+                ),
+                Some(k) if !k.starts_with("gcp_") => c.push(
+                    span.clone(),
+                    &format!("{key}.source"),
+                    format!("`{}` is `{k}`; the source of an impersonation must be a `gcp_*` provider", g.source),
+                ),
+                Some("gcp_metadata") if g.iam_endpoint.is_some() => c.push(
+                    span.clone(),
+                    &format!("{key}.iam_endpoint"),
+                    "an IAM endpoint override needs a file-based source (`gcp_service_account` or `gcp_external_account`)",
+                ),
+                Some(_) => {}
+            }
+            if !g.target_service_account.contains('@') {
+                c.push(
+                    span.clone(),
+                    &format!("{key}.target_service_account"),
+                    format!(
+                        "`{}` is not a service account email",
+                        g.target_service_account
+                    ),
+                );
+            }
+            let lifetime = duration(
+                c,
+                &format!("{key}.lifetime"),
+                g.lifetime.as_deref(),
+                Duration::from_secs(3600),
+            );
+            if !(Duration::from_secs(60)..=Duration::from_secs(43_200)).contains(&lifetime) {
+                c.push(
+                    span.clone(),
+                    &format!("{key}.lifetime"),
+                    "must be between 1m and 12h (over 1h needs Google's lifetime-extension org policy)",
+                );
+            }
+            if let Some(e) = &g.iam_endpoint
+                && !secure_or_loopback(e)
+            {
+                c.push(
+                    span.clone(),
+                    &format!("{key}.iam_endpoint"),
+                    format!("`{e}` must be an https URL (http only on loopback)"),
+                );
+            }
+            CredentialSettings::GcpImpersonate(GcpImpersonateSettings {
+                source: g.source,
+                target_service_account: g.target_service_account,
+                delegates: g.delegates,
+                lifetime,
+                scopes: scopes(c, key, span, g.scopes),
+                iam_endpoint: g.iam_endpoint.map(|e| e.trim_end_matches('/').to_string()),
+            })
+        }
+        RawCredentials::GcpMetadata(g) => {
+            if let Some(e) = &g.endpoint
+                && !e.starts_with("http://")
+                && !e.starts_with("https://")
+            {
+                c.push(
+                    span.clone(),
+                    &format!("{key}.endpoint"),
+                    format!("`{e}` must be an http(s) URL"),
+                );
+            }
+            CredentialSettings::GcpMetadata {
+                endpoint: g.endpoint,
+                scopes: g.scopes.unwrap_or_default(),
+            }
+        }
     };
     (c.problems.len() == before).then_some(out)
+}
+
+/// The cloud-platform scope, the default of every Google provider.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+fn scopes(
+    c: &mut Collector<'_>,
+    key: &str,
+    span: Option<std::ops::Range<usize>>,
+    raw: Option<Vec<String>>,
+) -> Vec<String> {
+    let scopes = raw.unwrap_or_else(|| vec![CLOUD_PLATFORM_SCOPE.to_string()]);
+    if scopes.is_empty() || scopes.iter().any(|s| !s.starts_with("https://")) {
+        c.push(
+            span,
+            &format!("{key}.scopes"),
+            "give at least one scope, each an https URL (`https://www.googleapis.com/auth/cloud-platform`)",
+        );
+    }
+    scopes
+}
+
+/// Dataflow job names: `[a-z]([-a-z0-9]{0,1022}[a-z0-9])?`.
+pub fn valid_dataflow_job_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 1024
+        && b.first().is_some_and(u8::is_ascii_lowercase)
+        && b.last()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Step names appear in URLs and Cedar ids: keep them to a safe alphabet.
@@ -669,6 +823,147 @@ pub(crate) fn valid_step_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn dataflow_target(
+    c: &mut Collector<'_>,
+    key: &str,
+    name: &str,
+    span: Option<std::ops::Range<usize>>,
+    raw: &RawStep,
+    endpoint: Option<http::Uri>,
+    flex: bool,
+) -> Option<DataflowTarget> {
+    let before = c.problems.len();
+    let kind = if flex {
+        "dataflow_flex_template"
+    } else {
+        "dataflow_template"
+    };
+    let mut required = |field: &str, v: &Option<String>| -> String {
+        match v.as_deref().map(str::trim) {
+            Some(x) if !x.is_empty() => x.to_string(),
+            _ => {
+                c.push(
+                    span.clone(),
+                    &format!("{key}.{field}"),
+                    format!("required for kind `{kind}`"),
+                );
+                String::new()
+            }
+        }
+    };
+    let project = required("project", &raw.project);
+    let location = required("location", &raw.location);
+    let (path_field, path, other_field, other) = if flex {
+        (
+            "container_spec_gcs_path",
+            &raw.container_spec_gcs_path,
+            "gcs_path",
+            &raw.gcs_path,
+        )
+    } else {
+        (
+            "gcs_path",
+            &raw.gcs_path,
+            "container_spec_gcs_path",
+            &raw.container_spec_gcs_path,
+        )
+    };
+    let path = required(path_field, path);
+    if !path.is_empty() && !path.starts_with("gs://") {
+        c.push(
+            span.clone(),
+            &format!("{key}.{path_field}"),
+            format!("`{path}` must be a Cloud Storage path (gs://bucket/object)"),
+        );
+    }
+    if other.is_some() {
+        c.push(
+            span.clone(),
+            &format!("{key}.{other_field}"),
+            format!("not used by kind `{kind}`"),
+        );
+    }
+    if !project.is_empty()
+        && !project.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b':' || b == b'.'
+        })
+    {
+        c.push(
+            span.clone(),
+            &format!("{key}.project"),
+            format!("`{project}` is not a project id"),
+        );
+    }
+    if !location.is_empty()
+        && !location
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        c.push(
+            span.clone(),
+            &format!("{key}.location"),
+            format!("`{location}` is not a region (`europe-west1`)"),
+        );
+    }
+    let prefix = match &raw.job_name_prefix {
+        Some(p) => p.clone(),
+        None => name.to_ascii_lowercase().replace(['_', '.'], "-"),
+    };
+    if !valid_dataflow_job_name(&prefix) || prefix.len() > 40 {
+        c.push(
+            span.clone(),
+            &format!("{key}.job_name_prefix"),
+            format!(
+                "`{prefix}` is not a usable Dataflow job name prefix: 1-40 of lowercase letters, digits and `-`, starting with a letter{}",
+                if raw.job_name_prefix.is_none() {
+                    " (derived from the step name; set `job_name_prefix`)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    let mut environment = serde_json::Map::new();
+    for (k, v) in &raw.environment {
+        match serde_json::to_value(v) {
+            Ok(j) => {
+                environment.insert(k.clone(), j);
+            }
+            Err(e) => c.push(
+                span.clone(),
+                &format!("{key}.environment.{k}"),
+                e.to_string(),
+            ),
+        }
+    }
+    if environment.contains_key("additionalUserLabels")
+        && !environment
+            .get("additionalUserLabels")
+            .is_some_and(serde_json::Value::is_object)
+    {
+        c.push(
+            span.clone(),
+            &format!("{key}.environment.additionalUserLabels"),
+            "must be a table of strings",
+        );
+    }
+    let endpoint = endpoint.or_else(|| "https://dataflow.googleapis.com".parse().ok())?;
+    (c.problems.len() == before).then(|| DataflowTarget {
+        endpoint,
+        project,
+        location,
+        template: if flex {
+            DataflowTemplate::Flex {
+                container_spec_gcs_path: path,
+            }
+        } else {
+            DataflowTemplate::Classic { gcs_path: path }
+        },
+        job_name_prefix: prefix,
+        environment,
+    })
 }
 
 fn validate_step(
@@ -796,15 +1091,62 @@ fn validate_step(
                 }
             }
         }
+        "dataflow_template" | "dataflow_flex_template" => {
+            let flex = raw.kind == "dataflow_flex_template";
+            let target = dataflow_target(c, &key, name, span.clone(), &raw, endpoint, flex)?;
+            let kind = if flex {
+                StepKind::DataflowFlexTemplate
+            } else {
+                StepKind::DataflowTemplate
+            };
+            (kind, StepTarget::Dataflow(target))
+        }
         other => {
             c.push(
                 span,
                 &format!("{key}.kind"),
-                format!("unknown step kind `{other}`, expected `stepfunctions`"),
+                format!(
+                    "unknown step kind `{other}`, expected `stepfunctions`, `dataflow_template` or `dataflow_flex_template`"
+                ),
             );
             return None;
         }
     };
+    if let Some(cred) = creds.get(&raw.credentials) {
+        let wanted = match kind {
+            StepKind::StepFunctions => Cloud::Aws,
+            StepKind::DataflowTemplate | StepKind::DataflowFlexTemplate => Cloud::Google,
+        };
+        if cred.cloud() != wanted {
+            c.push(
+                span.clone(),
+                &format!("{key}.credentials"),
+                format!(
+                    "`{}` are {} credentials; a `{}` step needs {} credentials",
+                    raw.credentials,
+                    cred.cloud().as_str(),
+                    kind.as_str(),
+                    wanted.as_str()
+                ),
+            );
+        }
+    }
+    if !matches!(
+        kind,
+        StepKind::DataflowTemplate | StepKind::DataflowFlexTemplate
+    ) && (raw.project.is_some()
+        || raw.location.is_some()
+        || raw.gcs_path.is_some()
+        || raw.container_spec_gcs_path.is_some()
+        || raw.job_name_prefix.is_some()
+        || !raw.environment.is_empty())
+    {
+        c.push(
+            span.clone(),
+            &key,
+            "`project`, `location`, `gcs_path`, `container_spec_gcs_path`, `job_name_prefix` and `environment` are for Dataflow steps",
+        );
+    }
     (c.problems.len() == before).then(|| StepSettings {
         name: name.to_string(),
         pipeline: raw.pipeline,

@@ -61,10 +61,19 @@ async fn one_fetch_serves_concurrent_callers_until_refresh_is_due() {
         assert_eq!(t.await.unwrap(), "ASIA0");
     }
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "single flight");
-    // 50 minutes in: still fresh. 56 minutes in: within 5 minutes of expiry, refreshed.
+    // 50 minutes in: still fresh, nothing to do. 56 minutes in: within 5 minutes of expiry, so
+    // the background refresh fetches; requests never wait for it.
     clock.advance(Duration::from_secs(50 * 60));
-    assert_eq!(cached.get().await.unwrap().access_key_id(), "ASIA0");
+    cached.refresh_if_due().await.unwrap();
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     clock.advance(Duration::from_secs(6 * 60));
+    assert_eq!(
+        cached.get().await.unwrap().access_key_id(),
+        "ASIA0",
+        "no wait"
+    );
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    cached.refresh_if_due().await.unwrap();
     assert_eq!(cached.get().await.unwrap().access_key_id(), "ASIA1");
     assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
 }
@@ -75,6 +84,8 @@ async fn a_failed_refresh_keeps_serving_until_expiry_then_fails_closed() {
     cached.get().await.unwrap();
     fake.failing.store(true, Ordering::SeqCst);
     clock.advance(Duration::from_secs(57 * 60)); // due for refresh, not expired
+    assert!(cached.refresh_if_due().await.is_err());
+    assert_eq!(cached.failures(), 1);
     assert_eq!(cached.get().await.unwrap().access_key_id(), "ASIA0");
     assert!(cached.is_usable());
     clock.advance(Duration::from_secs(4 * 60)); // expired
@@ -85,6 +96,26 @@ async fn a_failed_refresh_keeps_serving_until_expiry_then_fails_closed() {
     assert!(!cached.is_usable());
     fake.failing.store(false, Ordering::SeqCst);
     assert!(cached.get().await.is_ok(), "recovers without a restart");
+}
+
+#[tokio::test]
+async fn short_lived_credentials_refresh_at_80_percent() {
+    let clock = Arc::new(ManualClock::at(1_795_000_000));
+    let fake = Arc::new(Fake {
+        clock: clock.clone(),
+        ttl: Duration::from_secs(600),
+        calls: AtomicUsize::new(0),
+        failing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cached = Cached::new("short".into(), fake.clone(), clock.clone());
+    cached.get().await.unwrap();
+    let due = cached.refresh_due().unwrap();
+    assert_eq!(
+        due.duration_since(clock.now()).unwrap(),
+        Duration::from_secs(480),
+        "10-minute credentials refresh after 8 minutes, not 5 minutes before expiry"
+    );
+    assert_eq!(refresh_margin(Duration::from_secs(3600)), REFRESH_BEFORE);
 }
 
 #[test]

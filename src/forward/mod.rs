@@ -1,6 +1,7 @@
 //! Forward: a validated, audited trigger -> the workflow API, signed with the step's
 //! credentials. Entering this stage takes a [`ValidatedTrigger`] and an [`AuditTicket`].
 
+pub mod dataflow;
 pub mod sigv4;
 pub mod stepfunctions;
 
@@ -100,6 +101,9 @@ pub enum UpstreamError {
     /// No answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The execution belongs to another step (404).
+    #[error("{0}")]
+    NotOfStep(String),
     /// Credentials unusable: fail closed (503).
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -150,8 +154,25 @@ pub async fn send(
                 }
                 Operation::Start { name, input } => sfn.start(arn, name.as_deref(), input).await,
                 Operation::List(q) => sfn.list(arn, q).await,
-                Operation::Describe { execution_arn } => sfn.describe(execution_arn).await,
-                Operation::Stop { execution_arn } => sfn.stop(execution_arn).await,
+                Operation::Describe { execution_id } => sfn.describe(execution_id).await,
+                Operation::Stop { execution_id } => sfn.stop(execution_id).await,
+            }
+        }
+        StepTarget::Dataflow(target) => {
+            let token = up.credentials.google(&step.credentials).await?;
+            let df = dataflow::Client {
+                http: up.http.as_ref(),
+                clock: up.clock.as_ref(),
+                target,
+                step: &step.name,
+                token: &token,
+                timeout: up.timeout,
+            };
+            match trigger.operation() {
+                Operation::Start { name, input } => df.start(name.as_deref(), input).await,
+                Operation::List(q) => df.list(q).await,
+                Operation::Describe { execution_id } => df.describe(execution_id).await,
+                Operation::Stop { execution_id } => df.stop(execution_id).await,
             }
         }
     }

@@ -46,7 +46,10 @@ fn a_good_file_resolves_paths_against_its_folder() {
         endpoint,
         sync_endpoint,
         sync,
-    } = &step.target;
+    } = &step.target
+    else {
+        panic!("not a Step Functions step")
+    };
     assert_eq!(
         sync_endpoint.to_string(),
         "https://sync-states.us-east-1.amazonaws.com/"
@@ -201,4 +204,130 @@ kind = "aws_default_chain"
         "{err}"
     );
     assert!(err.contains("credentials.irsa.role_arn"), "{err}");
+}
+
+const DATAFLOW: &str = r#"
+[credentials.df-key]
+kind = "gcp_service_account"
+key_file = "keys/sa.json"
+
+[credentials.df-runner]
+kind = "gcp_impersonate"
+source = "df-key"
+target_service_account = "runner@acme-data.iam.gserviceaccount.com"
+lifetime = "30m"
+iam_endpoint = "http://127.0.0.1:9100"
+
+[steps.daily_export]
+pipeline = "analytics"
+kind = "dataflow_flex_template"
+project = "acme-data"
+location = "europe-west1"
+container_spec_gcs_path = "gs://acme-templates/export.json"
+credentials = "df-runner"
+[steps.daily_export.environment]
+tempLocation = "gs://acme-tmp/df"
+maxWorkers = 10
+
+[steps.wordcount]
+pipeline = "analytics"
+kind = "dataflow_template"
+project = "acme-data"
+location = "europe-west1"
+gcs_path = "gs://dataflow-templates/latest/Word_Count"
+credentials = "df-key"
+"#;
+
+#[test]
+fn dataflow_steps_and_google_credentials() {
+    let s = parse_at(&format!("{GOOD}{DATAFLOW}")).unwrap();
+    let step = &s.steps["daily_export"];
+    assert_eq!(step.kind, StepKind::DataflowFlexTemplate);
+    let StepTarget::Dataflow(t) = &step.target else {
+        panic!("not a Dataflow step")
+    };
+    assert_eq!(
+        t.job_name_prefix, "daily-export",
+        "derived from the step name"
+    );
+    assert_eq!(t.endpoint.to_string(), "https://dataflow.googleapis.com/");
+    assert_eq!(t.environment["maxWorkers"], serde_json::json!(10));
+    assert_eq!(
+        t.template,
+        DataflowTemplate::Flex {
+            container_spec_gcs_path: "gs://acme-templates/export.json".into()
+        }
+    );
+    let CredentialSettings::GcpServiceAccount { key_file, scopes } = &s.credentials["df-key"]
+    else {
+        panic!()
+    };
+    assert_eq!(key_file, Path::new("/etc/stepgate/keys/sa.json"));
+    assert_eq!(scopes, &vec![CLOUD_PLATFORM_SCOPE.to_string()]);
+    let CredentialSettings::GcpImpersonate(i) = &s.credentials["df-runner"] else {
+        panic!()
+    };
+    assert_eq!(i.lifetime, Duration::from_secs(1800));
+}
+
+#[test]
+fn steps_must_use_credentials_of_their_cloud() {
+    let text = format!("{GOOD}{DATAFLOW}").replace(
+        "gcs_path = \"gs://dataflow-templates/latest/Word_Count\"\ncredentials = \"df-key\"",
+        "gcs_path = \"gs://dataflow-templates/latest/Word_Count\"\ncredentials = \"etl\"",
+    );
+    let err = parse_at(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("steps.wordcount.credentials: `etl` are AWS credentials; a `dataflow_template` step needs Google Cloud credentials"),
+        "{err}"
+    );
+    let text = format!("{GOOD}{DATAFLOW}").replace(
+        "credentials = \"etl\"\n[steps.nightly-load.attributes]",
+        "credentials = \"df-key\"\n[steps.nightly-load.attributes]",
+    );
+    let err = parse_at(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("steps.nightly-load.credentials: `df-key` are Google Cloud credentials"),
+        "{err}"
+    );
+    let text = format!("{GOOD}{DATAFLOW}").replace("source = \"df-key\"", "source = \"etl\"");
+    let err = parse_at(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("credentials.df-runner.source: `etl` is `aws_static`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dataflow_steps_are_checked() {
+    let bad = DATAFLOW
+        .replace(
+            "container_spec_gcs_path = \"gs://acme-templates/export.json\"\n",
+            "gcs_path = \"gs://x/y\"\n",
+        )
+        .replace("gs://dataflow-templates/latest/Word_Count", "/local/path")
+        .replace(
+            "location = \"europe-west1\"\ngcs_path",
+            "location = \"Europe West\"\ngcs_path",
+        );
+    let err = parse_at(&format!("{GOOD}{bad}")).unwrap_err().to_string();
+    for want in [
+        "steps.daily_export.container_spec_gcs_path: required for kind `dataflow_flex_template`",
+        "steps.daily_export.gcs_path: not used by kind `dataflow_flex_template`",
+        "steps.wordcount.gcs_path: `/local/path` must be a Cloud Storage path",
+        "steps.wordcount.location: `Europe West` is not a region",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in {err}");
+    }
+    // Job-name prefixes of one project and location must not overlap.
+    let overlap = format!("{DATAFLOW}job_name_prefix = \"daily-export-x\"\n");
+    let err = parse_at(&format!("{GOOD}{overlap}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "steps.wordcount.job_name_prefix: `daily-export-x` overlaps step `daily_export`"
+        ),
+        "{err}"
+    );
 }
