@@ -19,12 +19,9 @@ use sha2::{Digest, Sha256};
 use super::{Outcome, UpstreamError};
 use crate::clock::Clock;
 use crate::config::{DataflowTarget, DataflowTemplate};
-use crate::http_client::{HttpClient, HttpError};
+use crate::http_client::HttpClient;
 use crate::secret::Secret;
 use crate::validate::ListQuery;
-
-/// Attempts for a call that is safe to repeat.
-const ATTEMPTS: u32 = 3;
 
 /// The job label holding the input's digest.
 pub const INPUT_LABEL: &str = "stepgate-input";
@@ -286,20 +283,10 @@ impl Client<'_> {
         body: Option<&Value>,
         idempotent: bool,
     ) -> Result<Value, UpstreamError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.call_once(method.clone(), url, body).await {
-                Err(e) if idempotent && attempt < ATTEMPTS && retryable(&e) => {
-                    let cap =
-                        Duration::from_millis(50 * 2u64.pow(attempt)).min(Duration::from_secs(1));
-                    let wait = cap.mul_f64(rand::random::<f64>());
-                    tracing::debug!(message = "Retrying Dataflow call.", attempt, error = %e, wait = ?wait);
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
+        super::with_retries(idempotent, retryable, || {
+            self.call_once(method.clone(), url, body)
+        })
+        .await
     }
 
     async fn call_once(
@@ -335,14 +322,7 @@ impl Client<'_> {
         let req = req
             .body(bytes)
             .map_err(|e| UpstreamError::Transport(e.to_string()))?;
-        let resp = self
-            .http
-            .send(req, self.timeout)
-            .await
-            .map_err(|e| match e {
-                HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
-                other => UpstreamError::Transport(other.to_string()),
-            })?;
+        let resp = super::exchange(self.http, req, self.timeout).await?;
         let status = resp.status();
         if status.is_success() {
             if resp.body().is_empty() {

@@ -121,6 +121,48 @@ pub struct Upstreams {
     pub timeout: Duration,
 }
 
+/// Attempts for a call that is safe to repeat.
+const ATTEMPTS: u32 = 3;
+
+/// Runs `call`; when `idempotent`, failures `retryable` says are worth it are tried again (up to
+/// [`ATTEMPTS`] in all) after capped, jittered exponential back-off. A non-idempotent call is
+/// made once.
+async fn with_retries<F, Fut, T>(
+    idempotent: bool,
+    retryable: fn(&UpstreamError) -> bool,
+    mut call: F,
+) -> Result<T, UpstreamError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Err(e) if idempotent && attempt < ATTEMPTS && retryable(&e) => {
+                let cap = Duration::from_millis(50 * 2u64.pow(attempt)).min(Duration::from_secs(1));
+                let wait = cap.mul_f64(rand::random::<f64>());
+                tracing::debug!(message = "Retrying upstream call.", attempt, error = %e, wait = ?wait);
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One HTTP exchange within the deadline.
+async fn exchange(
+    http: &dyn crate::http_client::HttpClient,
+    req: http::Request<bytes::Bytes>,
+    timeout: Duration,
+) -> Result<http::Response<bytes::Bytes>, UpstreamError> {
+    http.send(req, timeout).await.map_err(|e| match e {
+        crate::http_client::HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
+        other => UpstreamError::Transport(other.to_string()),
+    })
+}
+
 /// Sends a trigger upstream. The ticket proves its decision record is durable.
 pub async fn send(
     up: &Upstreams,

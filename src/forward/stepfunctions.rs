@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Outcome, UpstreamError, sigv4};
 use crate::clock::Clock;
 use crate::config::StateMachineArn;
-use crate::http_client::{HttpClient, HttpError};
+use crate::http_client::HttpClient;
 use crate::validate::ListQuery;
 
 /// One call context: endpoint, region, credentials.
@@ -26,9 +26,6 @@ pub struct Client<'a> {
     /// Deadline.
     pub timeout: Duration,
 }
-
-/// Attempts for a call that is safe to repeat.
-const ATTEMPTS: u32 = 3;
 
 impl Client<'_> {
     /// `StartExecution`. With a name (from the caller or an `Idempotency-Key`) the start is
@@ -207,20 +204,7 @@ impl Client<'_> {
     /// One operation; when `idempotent`, throttling, 5xx and connection failures are retried
     /// with capped, jittered exponential back-off.
     async fn call(&self, op: &str, body: &Value, idempotent: bool) -> Result<Value, UpstreamError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.call_once(op, body).await {
-                Err(e) if idempotent && attempt < ATTEMPTS && retryable(&e) => {
-                    let cap =
-                        Duration::from_millis(50 * 2u64.pow(attempt)).min(Duration::from_secs(1));
-                    let wait = cap.mul_f64(rand::random::<f64>());
-                    tracing::debug!(message = "Retrying upstream call.", op, attempt, error = %e, wait = ?wait);
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
+        super::with_retries(idempotent, retryable, || self.call_once(op, body)).await
     }
 
     async fn call_once(&self, op: &str, body: &Value) -> Result<Value, UpstreamError> {
@@ -246,14 +230,7 @@ impl Client<'_> {
             self.clock.now(),
         )
         .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
-        let resp = self
-            .http
-            .send(req, self.timeout)
-            .await
-            .map_err(|e| match e {
-                HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
-                other => UpstreamError::Transport(other.to_string()),
-            })?;
+        let resp = super::exchange(self.http, req, self.timeout).await?;
         let status = resp.status();
         if status.is_success() {
             return serde_json::from_slice(resp.body())
