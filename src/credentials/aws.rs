@@ -211,6 +211,9 @@ impl AwsCredentialProvider for WebIdentity {
             let token = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("cannot read token file `{}`: {e}", path.display()))?;
+            if token.trim().is_empty() {
+                return Err(format!("token file `{}` is empty", path.display()));
+            }
             let sts = &self.settings.sts;
             let out = self
                 .client

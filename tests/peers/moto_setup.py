@@ -1,6 +1,6 @@
 """Sets up moto for stepgate's peer tests and prints `export` lines for the test run.
 
-Creates, with auth off: a role, two Pass state machines (demo, orders), a user `stepgate-proxy`
+Creates, with auth off: roles (step-runner may start and describe, step-viewer only describe), two Pass state machines (demo, orders), a user `stepgate-proxy`
 allowed `states:*` and `sts:AssumeRole`, and a user `denied-user` with no Step Functions rights;
 then turns moto's IAM signature and policy checking on.
 """
@@ -21,7 +21,9 @@ def post(url, body, content_type="text/plain"):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--endpoint", required=True)
-    ep = p.parse_args().endpoint
+    p.add_argument("--noauth-endpoint", required=True)
+    args = p.parse_args()
+    ep = args.endpoint
     post(f"{ep}/moto-api/reset", b"")
     post(f"{ep}/moto-api/reset-auth", b"inf")
     kw = dict(endpoint_url=ep, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -49,12 +51,27 @@ def main():
     iam.put_role_policy(RoleName="step-runner", PolicyName="p", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["states:StartExecution", "states:DescribeExecution"], "Resource": "*"}]}))
+    # A role the proxy may assume that may only describe executions.
+    viewer = iam.create_role(RoleName="step-viewer", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="step-viewer", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["states:DescribeExecution"], "Resource": "*"}]}))
     # A role whose trust policy does not name the proxy.
     nobody = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
               "Principal": {"AWS": "arn:aws:iam::123456789012:user/someone-else"}, "Action": "sts:AssumeRole"}]}
     untrusted = iam.create_role(RoleName="untrusted", AssumeRolePolicyDocument=json.dumps(nobody))["Role"]["Arn"]
 
     post(f"{ep}/moto-api/reset-auth", b"0")  # enforce signatures and IAM from here on
+
+    # The auth-off moto: a web-identity role and a state machine it may start.
+    nkw = dict(kw, endpoint_url=args.noauth_endpoint)
+    post(f"{args.noauth_endpoint}/moto-api/reset", b"")
+    niam, nsfn = boto3.client("iam", **nkw), boto3.client("stepfunctions", **nkw)
+    oidc_trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                  "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"},
+                  "Action": "sts:AssumeRoleWithWebIdentity"}]}
+    wi_role = niam.create_role(RoleName="gha-deployer", AssumeRolePolicyDocument=json.dumps(oidc_trust))["Role"]["Arn"]
+    wi_machine = nsfn.create_state_machine(name="wi-demo", definition=definition, roleArn=wi_role)["stateMachineArn"]
     out = {
         "STEPGATE_TEST_MOTO_AK": proxy["AccessKeyId"],
         "STEPGATE_TEST_MOTO_SK": proxy["SecretAccessKey"],
@@ -64,6 +81,9 @@ def main():
         "STEPGATE_TEST_MOTO_SM_ARN_ORDERS": orders,
         "STEPGATE_TEST_MOTO_ROLE_ARN": runner,
         "STEPGATE_TEST_MOTO_UNTRUSTED_ROLE_ARN": untrusted,
+        "STEPGATE_TEST_MOTO_VIEWER_ROLE_ARN": viewer,
+        "STEPGATE_TEST_MOTO_WI_ROLE_ARN": wi_role,
+        "STEPGATE_TEST_MOTO_WI_SM_ARN": wi_machine,
     }
     for k, v in out.items():
         print(f"export {k}='{v}'")
