@@ -65,6 +65,8 @@ pub struct GoogleTokens {
     /// Held while (re)building, so concurrent failures build once.
     rebuilding: tokio::sync::Mutex<()>,
     usable: std::sync::atomic::AtomicBool,
+    rebuild_floor: Duration,
+    token_wait: Duration,
     failures: AtomicU64,
     last_token_hash: AtomicU64,
     rotations: AtomicU64,
@@ -91,10 +93,24 @@ impl GoogleTokens {
             }),
             rebuilding: tokio::sync::Mutex::new(()),
             usable: std::sync::atomic::AtomicBool::new(false),
+            rebuild_floor: REBUILD_FLOOR,
+            token_wait: TOKEN_WAIT,
             failures: AtomicU64::new(0),
             last_token_hash: AtomicU64::new(0),
             rotations: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the least time between rebuilds (default [`REBUILD_FLOOR`]; tests).
+    pub fn with_rebuild_floor(mut self, floor: Duration) -> Self {
+        self.rebuild_floor = floor;
+        self
+    }
+
+    /// Sets the longest wait for a token (default [`TOKEN_WAIT`]; tests).
+    pub fn with_token_wait(mut self, wait: Duration) -> Self {
+        self.token_wait = wait;
+        self
     }
 
     /// The provider's name.
@@ -119,14 +135,14 @@ impl GoogleTokens {
 
     /// The current bearer token; fails closed within [`TOKEN_WAIT`].
     pub async fn token(&self) -> Result<Secret<String>, CredentialsError> {
-        match tokio::time::timeout(TOKEN_WAIT, self.try_token()).await {
+        match tokio::time::timeout(self.token_wait, self.try_token()).await {
             Ok(Ok(t)) => {
                 self.usable.store(true, Ordering::Relaxed);
                 self.note_token(&t);
                 Ok(Secret::new(t))
             }
             Ok(Err(detail)) => Err(self.failed(detail)),
-            Err(_) => Err(self.failed(format!("no token within {TOKEN_WAIT:?}"))),
+            Err(_) => Err(self.failed(format!("no token within {:?}", self.token_wait))),
         }
     }
 
@@ -182,7 +198,7 @@ impl GoogleTokens {
             Ok(b) => (b.source.clone(), b.at, b.error.clone()),
             Err(_) => return Err("provider state poisoned".into()),
         };
-        let recent = at.is_some_and(|at| at.elapsed() < REBUILD_FLOOR);
+        let recent = at.is_some_and(|at| at.elapsed() < self.rebuild_floor);
         match (&current, failed) {
             (None, _) if recent => {
                 return Err(error.unwrap_or_else(|| "not built yet".into()));
@@ -333,4 +349,99 @@ fn impersonate(
         .with_lifetime(imp.lifetime)
         .build_access_token_credentials()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Source number `n` fails when `n` is in `failing`; counts builds.
+    struct Fake {
+        n: usize,
+        failing: Vec<usize>,
+        slow: bool,
+    }
+
+    impl GoogleTokenSource for Fake {
+        fn access_token(&self) -> BoxFuture<'_, Result<String, String>> {
+            Box::pin(async move {
+                if self.slow {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                if self.failing.contains(&self.n) {
+                    Err(format!("source {} refused: invalid_grant", self.n))
+                } else {
+                    Ok(format!("ya29.token-{}", self.n))
+                }
+            })
+        }
+    }
+
+    fn provider(failing: Vec<usize>, slow: bool) -> (GoogleTokens, Arc<AtomicUsize>) {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let b = builds.clone();
+        let build: SourceBuilder = Box::new(move || {
+            let n = b.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Fake {
+                n,
+                failing: failing.clone(),
+                slow,
+            }) as Box<dyn GoogleTokenSource>)
+        });
+        (GoogleTokens::new("df".into(), build), builds)
+    }
+
+    #[tokio::test]
+    async fn one_build_serves_concurrent_requests() {
+        let (p, builds) = provider(vec![], false);
+        let p = Arc::new(p);
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                p.token().await.map(|t| t.expose().clone())
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), "ya29.token-0");
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        assert!(p.is_usable());
+        assert_eq!(p.rotations(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_failed_for_good_is_rebuilt_and_recovers() {
+        // Source 0 fails permanently (its refresh task would have stopped); source 1 works.
+        let (p, builds) = provider(vec![0], false);
+        let p = p.with_rebuild_floor(Duration::ZERO);
+        let e = p.token().await.unwrap_err();
+        assert!(e.to_string().contains("invalid_grant"), "{e}");
+        assert!(!p.is_usable());
+        assert_eq!(p.failures(), 1);
+        assert_eq!(p.token().await.unwrap().expose(), "ya29.token-1");
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn rebuilds_are_rate_limited() {
+        let (p, builds) = provider(vec![0, 1, 2], false);
+        for _ in 0..5 {
+            assert!(p.token().await.is_err());
+        }
+        assert_eq!(
+            builds.load(Ordering::SeqCst),
+            1,
+            "no rebuild within the floor"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_for_a_token_at_most_token_wait() {
+        let (p, _) = provider(vec![], true);
+        let p = p.with_token_wait(Duration::from_millis(50));
+        let e = p.token().await.unwrap_err();
+        assert!(e.to_string().contains("no token within"), "{e}");
+    }
 }
