@@ -1,6 +1,7 @@
 //! `stepgate dev`: the real proxy on loopback with the sample policies, an embedded
 //! development OIDC issuer and a sandbox Step Functions upstream; prints ready-to-paste curls.
 
+pub mod google;
 pub mod issuer;
 pub mod sandbox;
 
@@ -145,6 +146,75 @@ env = "prod"
     )
 }
 
+/// The dev project, service accounts and federation of the Google sandbox.
+pub const DEV_GCP_PROJECT: &str = "stepgate-dev";
+/// The service account the `daily-export` step acts as.
+pub const DEV_GCP_RUNNER: &str = "df-daily-export@stepgate-dev.iam.gserviceaccount.com";
+const DEV_GCP_AUDIENCE: &str = "//iam.googleapis.com/projects/1234/locations/global/workloadIdentityPools/dev/providers/stepgate";
+const DEV_GCP_PRINCIPAL: &str = "principal://iam.googleapis.com/projects/1234/locations/global/workloadIdentityPools/dev/subject/stepgate";
+
+/// Sets up the Google sandbox for `stepgate dev` and returns the config lines of its Dataflow
+/// step: the proxy's federated identity (an `external_account` file whose subject token the
+/// sandbox's STS accepts) and, for the step, an impersonated service account that may only
+/// launch, read and cancel jobs in the dev project.
+pub fn dev_google_config(
+    g: &google::GoogleSandbox,
+    dir: &Path,
+    subject_token: &str,
+) -> std::io::Result<String> {
+    let subject = dir.join("gcp-subject-token");
+    std::fs::write(&subject, subject_token)?;
+    let wif = dir.join("gcp-external-account.json");
+    let config = serde_json::json!({
+        "type": "external_account",
+        "audience": DEV_GCP_AUDIENCE,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("{}/v1/token", g.url()),
+        "credential_source": {"file": subject.display().to_string()},
+    });
+    std::fs::write(&wif, config.to_string())?;
+    g.add_federation(DEV_GCP_AUDIENCE, subject_token, DEV_GCP_PRINCIPAL);
+    g.allow_impersonation(DEV_GCP_PRINCIPAL, DEV_GCP_RUNNER);
+    for p in ["create", "get", "list", "cancel"] {
+        g.grant(
+            DEV_GCP_RUNNER,
+            DEV_GCP_PROJECT,
+            &format!("dataflow.jobs.{p}"),
+        );
+    }
+    Ok(format!(
+        r#"
+[credentials.gcp-proxy]
+kind = "gcp_external_account"
+config_file = "{wif}"
+
+[credentials.daily-export]
+kind = "gcp_impersonate"
+source = "gcp-proxy"
+target_service_account = "{runner}"
+iam_endpoint = "{url}"
+
+[steps.daily-export]
+pipeline = "reporting"
+kind = "dataflow_flex_template"
+project = "{project}"
+location = "europe-west1"
+container_spec_gcs_path = "gs://stepgate-dev-templates/daily-export.json"
+credentials = "daily-export"
+endpoint = "{url}"
+[steps.daily-export.environment]
+tempLocation = "gs://stepgate-dev-tmp/dataflow"
+maxWorkers = 4
+[steps.daily-export.attributes]
+env = "dev"
+"#,
+        wif = wif.display(),
+        runner = DEV_GCP_RUNNER,
+        url = g.url(),
+        project = DEV_GCP_PROJECT,
+    ))
+}
+
 /// Writes the sample policies and the dev config into `dir`; returns the config path.
 pub fn write_workspace(dir: &Path, config: &str) -> std::io::Result<PathBuf> {
     let policies = dir.join("policies");
@@ -173,6 +243,7 @@ pub async fn run(listen: SocketAddr, dir: PathBuf) -> Result<(), StartError> {
     let clock = Arc::new(SystemClock);
     let issuer = issuer::start(0, clock.clone()).await.map_err(rt)?;
     let sandbox = sandbox::start(0, DEV_REGION).await.map_err(rt)?;
+    let google = google::start(clock.clone()).await.map_err(rt)?;
     // Bind first so the printed commands carry the real port (listen may be port 0).
     let probe = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         rt(format!(
@@ -182,7 +253,17 @@ pub async fn run(listen: SocketAddr, dir: PathBuf) -> Result<(), StartError> {
     let listen = probe.local_addr().map_err(|e| rt(e.to_string()))?;
     drop(probe);
     let audit = dir.join("audit").join("stepgate-audit.jsonl");
-    let config = dev_config(listen, &issuer.url, &sandbox.url, &audit);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| rt(format!("cannot create `{}`: {e}", dir.display())))?;
+    let subject = issuer
+        .mint(
+            serde_json::json!({"sub": "stepgate", "aud": DEV_GCP_AUDIENCE}),
+            Duration::from_secs(12 * 3600),
+        )
+        .map_err(rt)?;
+    let google_lines = dev_google_config(&google, &dir, &subject)
+        .map_err(|e| rt(format!("cannot write `{}`: {e}", dir.display())))?;
+    let config = dev_config(listen, &issuer.url, &sandbox.url, &audit) + &google_lines;
     let path = write_workspace(&dir, &config)
         .map_err(|e| rt(format!("cannot write `{}`: {e}", dir.display())))?;
     let settings = crate::config::load(&path).map_err(StartError::Invalid)?;
@@ -201,6 +282,7 @@ pub async fn run(listen: SocketAddr, dir: PathBuf) -> Result<(), StartError> {
         r#"stepgate dev is running on {base}
   issuer   {iss} (fresh tokens: curl -s {iss}/token/<alice|victor|ci>)
   upstream {up} (sandbox Step Functions, checks SigV4)
+  google   {gurl} (sandbox Dataflow + token endpoints, checks tokens and permissions)
   config   {cfg}
   policies {pol}
   audit    {audit}
@@ -215,6 +297,11 @@ curl -s -i -X POST {base}/v1/steps/nightly-load/executions \
   -H 'Authorization: Bearer {victor}' \
   -H 'Content-Type: application/json' -d '{{"input": {{"date": "2026-11-24"}}}}'
 
+# alice launches the Dataflow flex template of daily-export (as its own service account): 201
+curl -s -i -X POST {base}/v1/steps/daily-export/executions \
+  -H 'Authorization: Bearer {alice}' \
+  -H 'Content-Type: application/json' -d '{{"input": {{"date": "2026-11-24"}}}}'
+
 # the CI job (GitHub-Actions-like claims, repo acme/etl on main) lists what it may start
 curl -s {base}/v1/steps -H 'Authorization: Bearer {ci}'
 
@@ -225,6 +312,7 @@ tail -n 3 {audit}
 Stop with Ctrl-C."#,
         iss = issuer.url,
         up = sandbox.url,
+        gurl = google.url(),
         cfg = path.display(),
         pol = dir.join("policies").display(),
         audit = audit.display(),

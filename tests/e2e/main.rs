@@ -15,6 +15,7 @@ mod audit;
 mod authn;
 mod cli;
 mod crash;
+mod dataflow;
 mod differential;
 mod fronting;
 mod jwt_attacks;
