@@ -181,42 +181,49 @@ impl App {
         }
     }
 
+    /// Brings the credential metrics up to date (called at every scrape).
+    pub fn sync_credential_metrics(&self) {
+        let m = &self.metrics.credentials;
+        let creds = &self.upstreams.credentials;
+        let now = self.clock.now();
+        let mut rows: Vec<(String, u64, bool, Option<f64>)> = creds
+            .providers()
+            .map(|(n, p)| {
+                let left = p.expiry().map(|exp| match exp.duration_since(now) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                });
+                (n.clone(), p.failures(), p.is_usable(), left)
+            })
+            .collect();
+        rows.extend(
+            creds
+                .google_providers()
+                .map(|(n, p)| (n.clone(), p.failures(), p.is_usable(), None)),
+        );
+        for (name, failures, usable, left) in rows {
+            let labels = crate::observe::ProviderLabels { provider: name };
+            let counter = m.refresh_failures.get_or_create(&labels);
+            counter.inc_by(failures.saturating_sub(counter.get()));
+            m.usable.get_or_create(&labels).set(i64::from(usable));
+            if let Some(left) = left {
+                m.expiry_seconds.get_or_create(&labels).set(left);
+            }
+        }
+    }
+
     /// Fetches every provider's credentials now, then refreshes each ahead of its expiry in the
     /// background (one refresh at a time per provider; failures retried with jittered, capped
     /// back-off), so requests never wait for STS while held credentials are valid. Google
-    /// providers refresh inside `google-cloud-auth`; their task here keeps readiness and metrics
-    /// current and rebuilds a provider that stopped.
+    /// providers refresh inside `google-cloud-auth`; their task here keeps readiness current and
+    /// rebuilds a provider that stopped.
     pub fn spawn_credential_refresh(self: &Arc<Self>) {
-        for (name, provider) in self.upstreams.credentials.providers() {
+        for (_, provider) in self.upstreams.credentials.providers() {
             let (provider, clock) = (provider.clone(), self.clock.clone());
-            let labels = crate::observe::ProviderLabels {
-                provider: name.clone(),
-            };
-            let weak = Arc::downgrade(self);
             tokio::spawn(async move {
                 let mut backoff = Duration::from_secs(1);
-                let mut failures_seen = 0;
                 loop {
-                    let result = provider.refresh_if_due().await;
-                    let Some(app) = weak.upgrade() else { return };
-                    let m = &app.metrics.credentials;
-                    let failures = provider.failures();
-                    m.refresh_failures
-                        .get_or_create(&labels)
-                        .inc_by(failures.saturating_sub(failures_seen));
-                    failures_seen = failures;
-                    m.usable
-                        .get_or_create(&labels)
-                        .set(i64::from(provider.is_usable()));
-                    if let Some(exp) = provider.expiry() {
-                        let left = match exp.duration_since(clock.now()) {
-                            Ok(d) => d.as_secs_f64(),
-                            Err(e) => -e.duration().as_secs_f64(),
-                        };
-                        m.expiry_seconds.get_or_create(&labels).set(left);
-                    }
-                    drop(app);
-                    let wait = match result {
+                    let wait = match provider.refresh_if_due().await {
                         Ok(()) => {
                             backoff = Duration::from_secs(1);
                             provider
@@ -235,26 +242,15 @@ impl App {
                 }
             });
         }
-        for (name, provider) in self.upstreams.credentials.google_providers() {
+        for (_, provider) in self.upstreams.credentials.google_providers() {
             let provider = provider.clone();
-            let labels = crate::observe::ProviderLabels {
-                provider: name.clone(),
-            };
-            let weak = Arc::downgrade(self);
             tokio::spawn(async move {
-                let mut failures_seen = 0;
                 loop {
-                    let ok = provider.token().await.is_ok();
-                    let Some(app) = weak.upgrade() else { return };
-                    let m = &app.metrics.credentials;
-                    let failures = provider.failures();
-                    m.refresh_failures
-                        .get_or_create(&labels)
-                        .inc_by(failures.saturating_sub(failures_seen));
-                    failures_seen = failures;
-                    m.usable.get_or_create(&labels).set(i64::from(ok));
-                    drop(app);
-                    let base = if ok { 30.0 } else { 5.0 };
+                    let base = if provider.token().await.is_ok() {
+                        30.0
+                    } else {
+                        5.0
+                    };
                     let wait = Duration::from_secs_f64(base * (0.75 + rand::random::<f64>() / 2.0));
                     tokio::time::sleep(wait).await;
                 }

@@ -104,6 +104,7 @@ where
             return respond::json(status, &json!(r), &request_id);
         }
         Ok(Endpoint::Metrics) => {
+            app.sync_credential_metrics();
             return respond::text(
                 StatusCode::OK,
                 app.metrics.render(),

@@ -394,6 +394,16 @@ async fn a_step_signs_with_its_own_assumed_role_and_an_unassumable_role_fails_cl
     assert_eq!(moto_executions(&p).await.len(), before + 2);
     let ready = h.send("GET", "/readyz", &[], "").await;
     assert_eq!(ready.json["credentials"]["runner"], true, "{}", ready.json);
+    let metrics = h.send("GET", "/metrics", &[], "").await.text;
+    let left = metrics
+        .lines()
+        .find(|l| l.starts_with("stepgate_credentials_expiry_seconds{provider=\"runner\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(
+        left.is_some_and(|s| s > 0.0),
+        "seconds to expiry of the assumed role: {metrics}"
+    );
     assert_eq!(
         ready.json["credentials"]["locked-out"], false,
         "{}",
