@@ -223,6 +223,6 @@ printf "  under %s connections %s MiB (peak %s MiB, target <= 100), idle again %
   "$BIG_CONNS" "$(mib "$SG_BIG")" "$(mib "$SG_PEAK")" "$(mib "$SG_AFTER")"
 printf "stepgate at scale RSS: idle after start-up %s MiB, peak %s MiB\n" \
   "$(mib "$SC_IDLE")" "$(mib "$(rss $SC_PID VmHWM)")"
-echo "audit records written: $(wc -l <"$WORK/small/audit/stepgate-audit.jsonl") (small), $(wc -l <"$WORK/scale/audit/stepgate-audit.jsonl") (scale)"
+echo "audit records written (live and rotated files): $(cat "$WORK"/small/audit/stepgate-audit.jsonl* | wc -l) (small), $(cat "$WORK"/scale/audit/stepgate-audit.jsonl* | wc -l) (scale)"
 "$STEPGATE" audit verify "$WORK/small/audit/stepgate-audit.jsonl"
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(date -u +%Y-%m-%dT%H:%MZ)"
