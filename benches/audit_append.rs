@@ -1,10 +1,11 @@
-//! Durable audit records per second with 1, 32 and 256 concurrent submitters, and the latency a
-//! submitter waits for durability (the cost the write-ahead log adds to a trigger).
+//! Durable audit appends (group commit, one `fdatasync` per batch) with 1, 32 and 256 concurrent
+//! submitters. `audit_append/1` is the time one submitter waits for its record to be durable
+//! (the cost the write-ahead log adds to a trigger); with more submitters the time per record
+//! shows what group commit buys (criterion's throughput line is records/s).
 //! Run: `cargo bench --bench audit_append` (writes under target/bench-audit on the real disk).
 
 #![allow(
     clippy::unwrap_used,
-    clippy::indexing_slicing,
     clippy::disallowed_methods,
     reason = "benchmark program"
 )]
@@ -12,9 +13,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stepgate::audit::{Entry, FileLog};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-const RUN_FOR: Duration = Duration::from_secs(3);
+use stepgate::audit::{Entry, FileLog};
 
 fn entry(i: u64) -> Entry {
     Entry {
@@ -38,81 +39,68 @@ fn entry(i: u64) -> Entry {
     }
 }
 
-fn main() {
+fn benches(c: &mut Criterion) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-audit");
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "audit append, durable (fdatasync per group commit), {} s per row, log under {}",
-        RUN_FOR.as_secs(),
-        dir.display()
-    );
-    println!(
-        "{:>11} {:>14} {:>10} {:>10} {:>10}",
-        "submitters", "records/s", "p50 µs", "p99 µs", "batches"
-    );
-    for submitters in [1usize, 32, 256] {
-        let path = dir.join(format!("s{submitters}/audit.jsonl"));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let metrics = stepgate::observe::AuditMetrics::default();
-        let (log, _) = FileLog::open_with(
-            &path,
-            stepgate::audit::file::LogOptions {
-                rotate_bytes: None,
-                ..Default::default()
-            },
-            || "t".into(),
-            metrics.clone(),
-            Box::new(stepgate::audit::file::open_file),
-        )
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
         .unwrap();
+    let mut group = c.benchmark_group("audit_append");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(5));
+    for submitters in [1u64, 32, 256] {
+        let path = dir.join(format!("s{submitters}/audit.jsonl"));
+        let (log, _) = rt
+            .block_on(async {
+                FileLog::open_with(
+                    &path,
+                    stepgate::audit::file::LogOptions {
+                        rotate_bytes: None,
+                        ..Default::default()
+                    },
+                    || "t".into(),
+                    stepgate::observe::AuditMetrics::default(),
+                    Box::new(stepgate::audit::file::open_file),
+                )
+            })
+            .unwrap();
         let log = Arc::new(log);
-        let (total, mut lat) = rt.block_on(async {
-            let started = Instant::now();
-            let mut tasks = Vec::new();
-            for s in 0..submitters {
-                let log = log.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut i = 0u64;
-                    while started.elapsed() < RUN_FOR {
-                        let t = Instant::now();
-                        log.append(entry(s as u64 * 1_000_000 + i)).await.unwrap();
-                        lat.push(t.elapsed());
-                        i += 1;
+        let mut written = 0u64;
+        group.bench_function(BenchmarkId::from_parameter(submitters), |b| {
+            // `iters` records in all, split over the submitters; time per record.
+            b.iter_custom(|iters| {
+                let per = iters.div_ceil(submitters);
+                written += per * submitters;
+                rt.block_on(async {
+                    let started = Instant::now();
+                    let tasks: Vec<_> = (0..submitters)
+                        .map(|s| {
+                            let log = log.clone();
+                            tokio::spawn(async move {
+                                for i in 0..per {
+                                    log.append(entry(s * 1_000_000_000 + i)).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
                     }
-                    lat
-                }));
-            }
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.unwrap());
-            }
-            (all.len(), all)
+                    started
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per * submitters) as f64)
+                })
+            })
         });
-        lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len() as f64 * p) as usize).min(lat.len() - 1))
-                .copied()
-                .unwrap_or_default()
-        };
-        let batches = metrics.batches.get();
-        println!(
-            "{:>11} {:>14.0} {:>10} {:>10} {:>10}",
-            submitters,
-            total as f64 / RUN_FOR.as_secs_f64(),
-            pct(0.50).as_micros(),
-            pct(0.99).as_micros(),
-            batches
-        );
         let verdict = stepgate::audit::verify::verify_path(&path).unwrap();
         assert_eq!(
             verdict,
-            stepgate::audit::verify::Verdict::Ok {
-                records: total as u64
-            }
+            stepgate::audit::verify::Verdict::Ok { records: written }
         );
     }
+    group.finish();
 }
+
+criterion_group!(audit_append, benches);
+criterion_main!(audit_append);

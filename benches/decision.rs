@@ -1,17 +1,19 @@
 //! Decision latency with 10, 1,000 and 10,000 policies over 1,000 steps (the path a request
 //! takes: entities built from the identity, the policy index, Cedar's authorizer).
-//! Run: `cargo bench --bench decision`.
+//! Run: `cargo bench --bench decision` (`decision/<policies>`; `load/<policies>` is the time to
+//! parse, validate against the schema and index the set).
 
 #![allow(
     clippy::unwrap_used,
-    clippy::indexing_slicing,
     clippy::disallowed_methods,
     reason = "benchmark program"
 )]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 use stepgate::authn::Identity;
 use stepgate::authz::policies::{PolicySources, build};
@@ -75,7 +77,22 @@ fn policies(n: usize) -> String {
     out
 }
 
-fn main() {
+fn identity(k: usize) -> Identity {
+    Identity {
+        issuer: "github".into(),
+        sub: format!("repo:acme/r{}:ref:refs/heads/main", k % 13),
+        email: None,
+        groups: vec![format!("g{}", k % 97)],
+        tags: BTreeMap::from([
+            ("repository".to_string(), format!("acme/r{}", k % 13)),
+            ("ref".to_string(), "refs/heads/main".to_string()),
+        ]),
+        issued_at: Some(SystemTime::now()),
+        expires_at: SystemTime::now() + Duration::from_secs(300),
+    }
+}
+
+fn benches(c: &mut Criterion) {
     let schema = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies/schema.cedarschema"
@@ -83,58 +100,45 @@ fn main() {
     .unwrap();
     let steps: BTreeMap<String, StepSettings> =
         (0..STEPS).map(|i| (format!("step-{i}"), step(i))).collect();
-    println!(
-        "decision latency over {STEPS} steps (entities + index + Cedar), 20,000 decisions per row"
-    );
-    println!(
-        "{:>9} {:>9} {:>9} {:>9} {:>12}",
-        "policies", "p50 µs", "p99 µs", "mean µs", "load ms"
-    );
+    // A mix of callers and steps, so no single cache line answers every request.
+    let requests: Vec<(Identity, String)> = (0..1024usize)
+        .map(|k| (identity(k), format!("step-{}", (k * 7919) % STEPS)))
+        .collect();
+    let facts = RequestFacts {
+        source_ip: [10, 0, 0, 1].into(),
+        now: SystemTime::now(),
+        input: Some(serde_json::json!({"date": "2026-11-24"})),
+    };
+    let mut load = c.benchmark_group("load");
+    load.sample_size(10);
     for n in [10usize, 1_000, 10_000] {
         let src = PolicySources {
             policies: vec![(PathBuf::from("bench.cedar"), policies(n))],
             schema: (PathBuf::from("schema.cedarschema"), schema.clone()),
         };
-        let t = Instant::now();
-        let bundle = build(&src, &steps).unwrap();
-        let load = t.elapsed();
-        let p = Policies::new(bundle);
-        let mut lat = Vec::with_capacity(20_000);
-        let mut allowed = 0;
-        for k in 0..20_000usize {
-            let identity = Identity {
-                issuer: "github".into(),
-                sub: format!("repo:acme/r{}:ref:refs/heads/main", k % 13),
-                email: None,
-                groups: vec![format!("g{}", k % 97)],
-                tags: BTreeMap::from([
-                    ("repository".to_string(), format!("acme/r{}", k % 13)),
-                    ("ref".to_string(), "refs/heads/main".to_string()),
-                ]),
-                issued_at: Some(SystemTime::now()),
-                expires_at: SystemTime::now() + Duration::from_secs(300),
-            };
-            let facts = RequestFacts {
-                source_ip: [10, 0, 0, 1].into(),
-                now: SystemTime::now(),
-                input: Some(serde_json::json!({"date": "2026-11-24"})),
-            };
-            let step = format!("step-{}", (k * 7919) % STEPS);
-            let t = Instant::now();
-            let d = p.decide(&identity, &step, Action::Start, &facts).unwrap();
-            lat.push(t.elapsed());
-            allowed += usize::from(d.is_ok());
-        }
-        let mean = lat.iter().sum::<Duration>() / lat.len() as u32;
-        lat.sort();
-        let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-        println!(
-            "{:>9} {:>9.1} {:>9.1} {:>9.1} {:>12} (allowed {allowed})",
-            n,
-            pct(0.5).as_secs_f64() * 1e6,
-            pct(0.99).as_secs_f64() * 1e6,
-            mean.as_secs_f64() * 1e6,
-            load.as_millis()
-        );
+        load.bench_with_input(BenchmarkId::from_parameter(n), &src, |b, src| {
+            b.iter(|| build(src, &steps).unwrap())
+        });
     }
+    load.finish();
+    let mut group = c.benchmark_group("decision");
+    for n in [10usize, 1_000, 10_000] {
+        let src = PolicySources {
+            policies: vec![(PathBuf::from("bench.cedar"), policies(n))],
+            schema: (PathBuf::from("schema.cedarschema"), schema.clone()),
+        };
+        let p = Policies::new(build(&src, &steps).unwrap());
+        let mut k = 0;
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                k = (k + 1) % requests.len();
+                let (identity, step) = requests.get(k).unwrap();
+                p.decide(identity, step, Action::Start, &facts).unwrap()
+            })
+        });
+    }
+    group.finish();
 }
+
+criterion_group!(decision, benches);
+criterion_main!(decision);

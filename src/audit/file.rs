@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{Entry, GENESIS, Record};
+use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
 
@@ -70,7 +70,7 @@ pub fn open_file(path: &Path) -> std::io::Result<Box<dyn LogFile>> {
 }
 
 struct Job {
-    entry: Entry,
+    entry: Prepared,
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
@@ -182,6 +182,7 @@ impl FileLog {
                 reasons: notes,
                 ..Entry::default()
             };
+            let entry = Prepared::new(&entry).map_err(|e| AuditError::Io(e.to_string()))?;
             writer.write_batch(vec![entry]).map_err(AuditError::Io)?;
         }
         std::thread::Builder::new()
@@ -210,6 +211,9 @@ impl FileLog {
 
     /// Appends an entry and waits until it is durable; returns its `seq`.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
+        // Serialized here, on the submitter's thread: the one writer thread only chains.
+        let entry = Prepared::new(&entry)
+            .map_err(|e| AuditError::Io(format!("cannot serialize an audit record: {e}")))?;
         let (reply, rx) = oneshot::channel();
         let stopped = || AuditError::Io("audit writer has stopped".into());
         self.tx
@@ -288,7 +292,7 @@ impl Writer {
     }
 
     /// Writes and syncs a batch; on failure rolls the file and the chain back to before it.
-    fn write_batch(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    fn write_batch(&mut self, entries: Vec<Prepared>) -> Result<(), String> {
         if self.due_for_rotation()
             && let Err(e) = self.rotate()
         {
@@ -297,12 +301,9 @@ impl Writer {
         let n = entries.len();
         let mut buf = Vec::with_capacity(n * 512);
         let (mut seq, mut hash) = (self.seq, self.hash.clone());
-        for e in entries {
+        for e in &entries {
             seq += 1;
-            let r = Record::seal(e, seq, &hash).map_err(|e| e.to_string())?;
-            serde_json::to_writer(&mut buf, &r).map_err(|e| e.to_string())?;
-            buf.push(b'\n');
-            hash = r.hash;
+            hash = e.seal(seq, &hash, &mut buf);
         }
         let started = Instant::now();
         let before = self.file.size().map_err(|e| e.to_string());

@@ -122,6 +122,162 @@ impl Record {
     }
 }
 
+/// An entry serialized by its submitter, so that the one writer thread only splices in `seq`
+/// and `prev_hash`, hashes and appends (the chain is serial; the serializing need not be).
+/// [`Prepared::seal`] gives the same line and hash as [`Record::seal`] followed by
+/// `serde_json::to_vec`: the canonical form is written field by field in RFC 8785 key order,
+/// with serde_json's string escaping, which is RFC 8785's.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Canonical form up to and including `"prev_hash":"`.
+    canon_head: Vec<u8>,
+    /// Canonical form from the quote closing `prev_hash` up to and including `"seq":`.
+    canon_mid: Vec<u8>,
+    /// Canonical form after `seq`: `,"source_ip":...,"v":1}`.
+    canon_tail: Vec<u8>,
+    /// The line's members between `"seq":N,` and `,"prev_hash"`, in [`Record`] order.
+    line_mid: Vec<u8>,
+}
+
+/// The line's members from `time` to `input_fields`, in [`Record`]'s order.
+#[derive(Serialize)]
+struct LineMid<'a> {
+    time: &'a str,
+    request_id: &'a str,
+    event: &'a str,
+    caller: &'a Option<CallerRef>,
+    action: &'a Option<String>,
+    step: &'a Option<String>,
+    decision: &'a str,
+    reasons: &'a [String],
+    input_sha256: &'a Option<String>,
+    status: Option<u16>,
+    execution_id: &'a Option<String>,
+    latency_ms: Option<u64>,
+    source_ip: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+fn member<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    key: &str,
+    value: &T,
+) -> Result<(), serde_json::Error> {
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *buf, value)?;
+    buf.push(b',');
+    Ok(())
+}
+
+/// An integer as RFC 8785 writes it: numbers are IEEE doubles, so above 2^53 they are rounded
+/// and printed the ECMAScript way (`18446744073709552000`).
+fn canonical_u64(n: Option<u64>) -> String {
+    match n {
+        None => "null".into(),
+        Some(n) if n <= 1 << 53 => n.to_string(),
+        Some(n) => serde_json_canonicalizer::to_string(&n).unwrap_or_else(|_| n.to_string()),
+    }
+}
+
+impl Prepared {
+    /// Serializes everything of `entry` that does not depend on the chain.
+    pub fn new(e: &Entry) -> Result<Self, serde_json::Error> {
+        // RFC 8785 order of the members: action, caller, decision, event, execution_id,
+        // input_fields, input_sha256, latency_ms, prev_hash, reasons, request_id, seq,
+        // source_ip, status, step, time, v.
+        let mut head = Vec::with_capacity(384);
+        head.push(b'{');
+        member(&mut head, "action", &e.action)?;
+        match &e.caller {
+            Some(c) => {
+                head.extend_from_slice(b"\"caller\":{");
+                member(&mut head, "email", &c.email)?;
+                member(&mut head, "issuer", &c.issuer)?;
+                head.extend_from_slice(b"\"sub\":");
+                serde_json::to_writer(&mut head, &c.sub)?;
+                head.extend_from_slice(b"},");
+            }
+            None => head.extend_from_slice(b"\"caller\":null,"),
+        }
+        member(&mut head, "decision", e.decision)?;
+        member(&mut head, "event", e.event)?;
+        member(&mut head, "execution_id", &e.execution_id)?;
+        if let Some(f) = &e.input_fields {
+            head.extend_from_slice(b"\"input_fields\":");
+            head.extend_from_slice(&serde_json_canonicalizer::to_vec(f)?);
+            head.push(b',');
+        }
+        member(&mut head, "input_sha256", &e.input_sha256)?;
+        head.extend_from_slice(b"\"latency_ms\":");
+        head.extend_from_slice(canonical_u64(e.latency_ms).as_bytes());
+        head.push(b',');
+        head.extend_from_slice(b"\"prev_hash\":\"");
+        let mut mid = Vec::with_capacity(128);
+        mid.extend_from_slice(b"\",");
+        member(&mut mid, "reasons", &e.reasons)?;
+        member(&mut mid, "request_id", &e.request_id)?;
+        mid.extend_from_slice(b"\"seq\":");
+        let mut tail = Vec::with_capacity(128);
+        tail.push(b',');
+        member(&mut tail, "source_ip", &e.source_ip)?;
+        member(&mut tail, "status", &e.status)?;
+        member(&mut tail, "step", &e.step)?;
+        member(&mut tail, "time", &e.time)?;
+        tail.extend_from_slice(b"\"v\":1}");
+        let mut line_mid = serde_json::to_vec(&LineMid {
+            time: &e.time,
+            request_id: &e.request_id,
+            event: e.event,
+            caller: &e.caller,
+            action: &e.action,
+            step: &e.step,
+            decision: e.decision,
+            reasons: &e.reasons,
+            input_sha256: &e.input_sha256,
+            status: e.status,
+            execution_id: &e.execution_id,
+            latency_ms: e.latency_ms,
+            source_ip: &e.source_ip,
+            input_fields: e.input_fields.as_ref(),
+        })?;
+        // Drop the braces: the writer adds the chain members around these.
+        line_mid.pop();
+        line_mid.remove(0);
+        Ok(Self {
+            canon_head: head,
+            canon_mid: mid,
+            canon_tail: tail,
+            line_mid,
+        })
+    }
+
+    /// Appends the record's line (with its newline) to `out` at `seq` after `prev_hash`;
+    /// returns the record's hash.
+    pub fn seal(&self, seq: u64, prev_hash: &str, out: &mut Vec<u8>) -> String {
+        let mut h = Sha256::new();
+        h.update(&self.canon_head);
+        h.update(prev_hash.as_bytes());
+        h.update(&self.canon_mid);
+        h.update(canonical_u64(Some(seq)).as_bytes());
+        let seq = seq.to_string();
+        h.update(&self.canon_tail);
+        let hash = hex::encode(h.finalize());
+        out.extend_from_slice(b"{\"v\":1,\"seq\":");
+        out.extend_from_slice(seq.as_bytes());
+        out.push(b',');
+        out.extend_from_slice(&self.line_mid);
+        out.extend_from_slice(b",\"prev_hash\":\"");
+        out.extend_from_slice(prev_hash.as_bytes());
+        out.extend_from_slice(b"\",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        hash
+    }
+}
+
 /// The hash of a record given as JSON: SHA-256 of its canonical form without `hash`.
 pub fn hash_of(record: &mut serde_json::Value) -> Result<String, serde_json::Error> {
     if let Some(o) = record.as_object_mut() {
@@ -163,5 +319,71 @@ mod tests {
         };
         assert!(canonical.starts_with("{\"action\":null,\"caller\":null,\"decision\":\"deny\""));
         assert_eq!(r.hash, sha256_hex(canonical.as_bytes()));
+    }
+
+    #[test]
+    fn prepared_lines_equal_sealed_records() {
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "zeta".into(),
+            serde_json::json!({"b": 1.5, "a": [true, null, "x\u{1}y"]}),
+        );
+        fields.insert(
+            "date".into(),
+            serde_json::json!("2026-11-24 \u{e9}\u{1f600}\"\\/\u{7f}"),
+        );
+        let entries = [
+            Entry {
+                time: "2026-11-24T00:00:00Z".into(),
+                request_id: "r1".into(),
+                event: "decision",
+                decision: "deny",
+                ..Entry::default()
+            },
+            Entry {
+                time: "2026-11-24T00:00:00.123Z".into(),
+                request_id: "r\n2\t\u{0}".into(),
+                event: "outcome",
+                caller: Some(CallerRef {
+                    issuer: "corp".into(),
+                    sub: "al\"ice".into(),
+                    email: Some("alice@example.com".into()),
+                }),
+                action: Some("start".into()),
+                step: Some("nightly-load".into()),
+                decision: "allow",
+                reasons: vec!["p1".into(), "p\u{2028}2".into()],
+                input_sha256: Some("ab".repeat(32)),
+                status: Some(201),
+                execution_id: Some("arn:aws:states:x".into()),
+                latency_ms: Some(u64::MAX),
+                source_ip: Some("10.0.0.1".into()),
+                input_fields: Some(fields),
+            },
+            Entry {
+                caller: Some(CallerRef {
+                    issuer: "k8s".into(),
+                    sub: "system:serviceaccount:etl:runner".into(),
+                    email: None,
+                }),
+                input_fields: Some(serde_json::Map::new()),
+                ..Entry::default()
+            },
+        ];
+        let mut prev = GENESIS.to_string();
+        for (i, e) in entries.into_iter().enumerate() {
+            let seq = 1000 + i as u64;
+            let mut line = Vec::new();
+            let hash = Prepared::new(&e).unwrap().seal(seq, &prev, &mut line);
+            let r = Record::seal(e, seq, &prev).unwrap();
+            let mut want = serde_json::to_vec(&r).unwrap();
+            want.push(b'\n');
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+            assert_eq!(hash, r.hash);
+            prev = hash;
+        }
     }
 }
