@@ -194,6 +194,8 @@ pub enum Operation {
         name: Option<String>,
         /// Input JSON text.
         input: String,
+        /// For Dataflow steps: the input as the launch's `parameters` (flat strings).
+        parameters: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// Describe an execution.
     Describe {
@@ -300,9 +302,10 @@ pub fn trigger(
                 }
             }
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
-            if dataflow.is_some() {
-                template_parameters(&input)?;
-            }
+            let parameters = match dataflow {
+                Some(_) => Some(template_parameters(&input)?),
+                None => None,
+            };
             let failures = guardrails.failures(&step.name, &input);
             if !failures.is_empty() {
                 return Err(InvalidInput(format!(
@@ -315,7 +318,11 @@ pub fn trigger(
             if input.len() > 262_144 {
                 return Err(InvalidInput("`input` is larger than 262144 bytes".into()));
             }
-            Operation::Start { name, input }
+            Operation::Start {
+                name,
+                input,
+                parameters,
+            }
         }
         Action::Describe | Action::Stop => {
             let id = execution.ok_or_else(|| InvalidInput("an execution id is required".into()))?;

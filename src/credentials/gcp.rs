@@ -231,13 +231,13 @@ impl GoogleTokens {
     }
 }
 
-/// How to build the source of a `gcp_*` provider. `sources` resolves an impersonation's source.
+/// How to build the source of a `gcp_*` provider; `all` resolves an impersonation's source.
+/// `None` for an AWS kind or an impersonation whose source is not configured.
 pub fn builder(
     settings: &CredentialSettings,
-    source: Option<&CredentialSettings>,
+    all: &std::collections::BTreeMap<String, CredentialSettings>,
 ) -> Option<SourceBuilder> {
     let settings = settings.clone();
-    let source = source.cloned();
     match settings {
         CredentialSettings::GcpServiceAccount { .. }
         | CredentialSettings::GcpExternalAccount { .. }
@@ -247,7 +247,7 @@ pub fn builder(
             Ok(Box::new(GoogleAuth(c)) as Box<dyn GoogleTokenSource>)
         })),
         CredentialSettings::GcpImpersonate(imp) => {
-            let source = source?;
+            let source = all.get(&imp.source)?.clone();
             Some(Box::new(move || {
                 install_crypto_provider();
                 let c = impersonate(&imp, &source)?;

@@ -209,19 +209,13 @@ impl CredentialStore {
                 CredentialSettings::AwsDefaultChain { region } => {
                     Arc::new(aws::DefaultChain::new(region.clone(), sdk.clone()))
                 }
-                CredentialSettings::GcpImpersonate(imp) => {
-                    if let Some(b) = gcp::builder(s, settings.get(&imp.source)) {
-                        google.insert(
-                            name.clone(),
-                            Arc::new(gcp::GoogleTokens::new(name.clone(), b)),
-                        );
-                    }
-                    continue;
-                }
-                CredentialSettings::GcpServiceAccount { .. }
+                CredentialSettings::GcpImpersonate(_)
+                | CredentialSettings::GcpServiceAccount { .. }
                 | CredentialSettings::GcpExternalAccount { .. }
                 | CredentialSettings::GcpMetadata { .. } => {
-                    if let Some(b) = gcp::builder(s, None) {
+                    // Built lazily inside the runtime; a missing source leaves the provider
+                    // out, so its steps get 503 (validation reports it first).
+                    if let Some(b) = gcp::builder(s, settings) {
                         google.insert(
                             name.clone(),
                             Arc::new(gcp::GoogleTokens::new(name.clone(), b)),
@@ -236,13 +230,6 @@ impl CredentialStore {
             );
         }
         Self { aws, google }
-    }
-
-    /// A store with these Google providers only (tests).
-    pub fn with_google(mut self, provider: gcp::GoogleTokens) -> Self {
-        self.google
-            .insert(provider.name().to_string(), Arc::new(provider));
-        self
     }
 
     /// The bearer token of a named Google provider.

@@ -111,10 +111,6 @@ fn rpc(code: u16, status: &str, message: &str) -> Answer {
     )
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    crate::app::rfc3339(t)
-}
-
 fn form(body: &[u8]) -> HashMap<String, String> {
     String::from_utf8_lossy(body)
         .split('&')
@@ -131,10 +127,6 @@ fn decode(s: &str) -> String {
 
 fn query(uri: &http::Uri) -> HashMap<String, String> {
     uri.query().map(|q| form(q.as_bytes())).unwrap_or_default()
-}
-
-fn valid_job_name(n: &str) -> bool {
-    crate::config::valid_dataflow_job_name(n)
 }
 
 impl GoogleSandbox {
@@ -207,7 +199,7 @@ impl GoogleSandbox {
 
     /// Moves a job to `JOB_STATE_DONE`.
     pub fn finish_job(&self, job_id: &str) {
-        let now = rfc3339(self.clock.now());
+        let now = crate::app::rfc3339(self.clock.now());
         let mut st = self.state();
         if let Some(j) = st.jobs.iter_mut().find(|j| j.json["id"] == job_id) {
             j.json["currentState"] = json!("JOB_STATE_DONE");
@@ -244,9 +236,9 @@ impl GoogleSandbox {
     }
 
     fn issue(&self, principal: &str) -> (String, Duration) {
-        let lifetime = self.state().lifetime.unwrap_or(Duration::from_secs(3600));
         let token = format!("ya29.sandbox-{}", hex::encode(rand::random::<[u8; 16]>()));
         let mut st = self.state();
+        let lifetime = st.lifetime.unwrap_or(Duration::from_secs(3600));
         st.issued.insert(
             token.clone(),
             Issued {
@@ -446,7 +438,7 @@ impl GoogleSandbox {
         let (token, lifetime) = self.issue(target);
         reply(
             StatusCode::OK,
-            &json!({"accessToken": token, "expireTime": rfc3339(self.clock.now() + lifetime)}),
+            &json!({"accessToken": token, "expireTime": crate::app::rfc3339(self.clock.now() + lifetime)}),
         )
     }
 
@@ -679,7 +671,7 @@ impl GoogleSandbox {
             )
         };
         let name = params["jobName"].as_str().unwrap_or("");
-        if !valid_job_name(name) {
+        if !crate::config::valid_dataflow_job_name(name) {
             return rpc(
                 400,
                 "INVALID_ARGUMENT",
@@ -730,7 +722,7 @@ impl GoogleSandbox {
             t.second(),
             st.seq * 7_919 + u64::from(rand::random::<u16>())
         );
-        let stamp = rfc3339(now);
+        let stamp = crate::app::rfc3339(now);
         let job = json!({
             "id": id,
             "projectId": project,
@@ -781,7 +773,7 @@ impl GoogleSandbox {
                 );
             }
         };
-        let now = rfc3339(self.clock.now());
+        let now = crate::app::rfc3339(self.clock.now());
         let mut st = self.state();
         let Some(j) = st
             .jobs

@@ -51,13 +51,18 @@ pub fn input_digest(input: &str) -> String {
 }
 
 impl Client<'_> {
-    fn jobs_url(&self) -> String {
+    /// `<endpoint>/v1b3/projects/<project>/locations/<location>`.
+    fn base_url(&self) -> String {
         format!(
-            "{}/v1b3/projects/{}/locations/{}/jobs",
+            "{}/v1b3/projects/{}/locations/{}",
             self.target.endpoint.to_string().trim_end_matches('/'),
             self.target.project,
             self.target.location
         )
+    }
+
+    fn jobs_url(&self) -> String {
+        format!("{}/jobs", self.base_url())
     }
 
     fn owns(&self, job_name: &str) -> bool {
@@ -66,9 +71,15 @@ impl Client<'_> {
             .is_some_and(|rest| rest.starts_with('-'))
     }
 
-    /// Launches the step's template. `name` (caller's or from an `Idempotency-Key`) makes the
-    /// launch idempotent; without one the job gets a fresh name and is launched once.
-    pub async fn start(&self, name: Option<&str>, input: &str) -> Result<Outcome, UpstreamError> {
+    /// Launches the step's template with `parameters` (the validated input; `input` is its JSON
+    /// text, whose digest labels the job). `name` (caller's or from an `Idempotency-Key`) makes
+    /// the launch idempotent; without one the job gets a fresh name and is launched once.
+    pub async fn start(
+        &self,
+        name: Option<&str>,
+        input: &str,
+        parameters: &serde_json::Map<String, Value>,
+    ) -> Result<Outcome, UpstreamError> {
         let prefix = &self.target.job_name_prefix;
         let job_name = match name {
             Some(n) => format!("{prefix}-{n}"),
@@ -91,10 +102,6 @@ impl Client<'_> {
         if idempotent && let Some(found) = self.existing(&job_name, &digest).await? {
             return Ok(found);
         }
-        let input_value: Value = serde_json::from_str(input)
-            .map_err(|e| UpstreamError::Transport(format!("input is not JSON: {e}")))?;
-        let parameters = crate::validate::template_parameters(&input_value)
-            .map_err(|e| UpstreamError::Transport(e.0))?;
         let mut environment = self.target.environment.clone();
         let labels = environment
             .entry("additionalUserLabels")
@@ -102,12 +109,7 @@ impl Client<'_> {
         if let Some(l) = labels.as_object_mut() {
             l.insert(INPUT_LABEL.into(), Value::String(digest.clone()));
         }
-        let base = format!(
-            "{}/v1b3/projects/{}/locations/{}",
-            self.target.endpoint.to_string().trim_end_matches('/'),
-            self.target.project,
-            self.target.location
-        );
+        let base = self.base_url();
         let (url, body) = match &self.target.template {
             DataflowTemplate::Classic { gcs_path } => (
                 format!("{base}/templates:launch?gcsPath={}", query_escape(gcs_path)),

@@ -187,14 +187,16 @@ pub async fn send(
                 timeout: up.timeout,
             };
             match trigger.operation() {
-                Operation::Start { name, input } if *sync => {
+                Operation::Start { name, input, .. } if *sync => {
                     let sync_client = stepfunctions::Client {
                         endpoint: sync_endpoint,
                         ..sfn
                     };
                     sync_client.start_sync(arn, name.as_deref(), input).await
                 }
-                Operation::Start { name, input } => sfn.start(arn, name.as_deref(), input).await,
+                Operation::Start { name, input, .. } => {
+                    sfn.start(arn, name.as_deref(), input).await
+                }
                 Operation::List(q) => sfn.list(arn, q).await,
                 Operation::Describe { execution_id } => sfn.describe(execution_id).await,
                 Operation::Stop { execution_id } => sfn.stop(execution_id).await,
@@ -211,7 +213,17 @@ pub async fn send(
                 timeout: up.timeout,
             };
             match trigger.operation() {
-                Operation::Start { name, input } => df.start(name.as_deref(), input).await,
+                Operation::Start {
+                    name,
+                    input,
+                    parameters: Some(parameters),
+                } => df.start(name.as_deref(), input, parameters).await,
+                // Validation makes parameters for every Dataflow start; refuse rather than guess.
+                Operation::Start {
+                    parameters: None, ..
+                } => Err(UpstreamError::Transport(
+                    "a Dataflow start without template parameters".into(),
+                )),
                 Operation::List(q) => df.list(q).await,
                 Operation::Describe { execution_id } => df.describe(execution_id).await,
                 Operation::Stop { execution_id } => df.stop(execution_id).await,
