@@ -19,7 +19,7 @@ use stepgate::authn::Identity;
 use stepgate::authz::policies::{PolicySources, build};
 use stepgate::authz::{Policies, RequestFacts};
 use stepgate::config::{AttrValue, StateMachineArn, StepKind, StepSettings, StepTarget};
-use stepgate::route::Action;
+use stepgate::model::Action;
 
 const STEPS: usize = 1000;
 
@@ -89,6 +89,7 @@ fn identity(k: usize) -> Identity {
         ]),
         issued_at: Some(SystemTime::now()),
         expires_at: SystemTime::now() + Duration::from_secs(300),
+        cedar: Default::default(),
     }
 }
 
@@ -101,8 +102,13 @@ fn benches(c: &mut Criterion) {
     let steps: BTreeMap<String, StepSettings> =
         (0..STEPS).map(|i| (format!("step-{i}"), step(i))).collect();
     // A mix of callers and steps, so no single cache line answers every request.
-    let requests: Vec<(Identity, String)> = (0..1024usize)
-        .map(|k| (identity(k), format!("step-{}", (k * 7919) % STEPS)))
+    let requests: Vec<(std::sync::Arc<Identity>, String)> = (0..1024usize)
+        .map(|k| {
+            (
+                std::sync::Arc::new(identity(k)),
+                format!("step-{}", (k * 7919) % STEPS),
+            )
+        })
         .collect();
     let facts = RequestFacts {
         source_ip: [10, 0, 0, 1].into(),

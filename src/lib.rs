@@ -29,6 +29,7 @@ pub mod error;
 pub mod forward;
 pub mod http_client;
 pub mod listen;
+pub mod model;
 pub mod observe;
 pub mod pipeline;
 pub mod ratelimit;

@@ -10,14 +10,15 @@ use http::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::App;
-use crate::audit::{CallerRef, Entry, record::sha256_hex};
+use crate::audit::{AuditTicket, CallerRef, Entry, record::sha256_hex};
 use crate::authn::Identity;
 use crate::authz::RequestFacts;
 use crate::error::Error;
 use crate::forward::{self, Outcome};
 use crate::listen::body;
+use crate::model::Action;
 use crate::respond::{self, Body};
-use crate::route::{self, Action, Endpoint};
+use crate::route::{self, Endpoint};
 use crate::validate;
 
 /// What earlier stages learned, for the audit record of however the request ends.
@@ -32,8 +33,10 @@ pub struct Trail {
     input_sha256: Option<String>,
     input_fields: Option<serde_json::Map<String, serde_json::Value>>,
     reasons: Vec<String>,
+    /// The name a start's execution gets (its decision record carries it).
+    execution_name: Option<String>,
     /// The allow decision is durable: what follows is an `outcome`.
-    decided: bool,
+    ticket: Option<AuditTicket>,
     /// A fronted AWS request: answers in the AWS JSON protocol's shapes.
     aws: bool,
 }
@@ -53,6 +56,7 @@ impl Trail {
             input_fields: self.input_fields.clone(),
             status: None,
             execution_id: None,
+            execution_name: None,
             latency_ms: None,
             source_ip: Some(self.source_ip.to_string()),
         }
@@ -83,7 +87,11 @@ where
         .and_then(|v| v.to_str().ok())
         .filter(|s| respond::well_formed_request_id(s))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        });
     let endpoint = route::resolve(req.method(), req.uri().path());
     let source_ip = route::source_ip(
         peer.ip(),
@@ -124,7 +132,8 @@ where
         input_sha256: None,
         input_fields: None,
         reasons: Vec::new(),
-        decided: false,
+        execution_name: None,
+        ticket: None,
         aws: false,
     };
     let result = api(app, endpoint, req, &mut trail).await;
@@ -132,7 +141,7 @@ where
         Ok(r) => r,
         Err(e) => {
             let status = e.status().as_u16();
-            if !trail.decided {
+            if trail.ticket.is_none() {
                 app.metrics
                     .decisions
                     .get_or_create(&crate::observe::DecisionLabels {
@@ -140,7 +149,7 @@ where
                     })
                     .inc();
             }
-            let (event, decision) = if trail.decided {
+            let (event, decision) = if trail.ticket.is_some() {
                 ("outcome", "allow")
             } else {
                 ("decision", "deny")
@@ -154,7 +163,13 @@ where
                 step = trail.step.as_deref().unwrap_or(""), reason = %e,
                 "Request refused."
             );
-            if let Err(ae) = app.audit.write(entry).await {
+            // A forwarded request's failure is its outcome: its decision is durable already.
+            // A refusal is the decision itself, and is durable before it is answered.
+            let written = match &trail.ticket {
+                Some(ticket) => app.audit.write_outcome(ticket, entry),
+                None => app.audit.write(entry).await,
+            };
+            if let Err(ae) = written {
                 tracing::error!(message = "Could not audit a refused request.", error = %ae);
             }
             if trail.aws {
@@ -260,15 +275,19 @@ where
         step,
         route.execution.as_deref(),
         start,
-        idem,
+        validate::Naming {
+            idempotency_key: idem,
+            fresh: validate::fresh_name(rand::random()),
+        },
         &app.guardrails,
         list,
     )?; // 400
-    let ticket = app
-        .audit
-        .write_decision(trail.entry(app, "decision", "allow"))
-        .await?; // 503: nothing sent
-    trail.decided = true;
+    trail.execution_name = trigger.execution_name();
+    let mut decision = trail.entry(app, "decision", "allow");
+    decision.execution_name = trail.execution_name.clone();
+    let ticket = trail
+        .ticket
+        .insert(app.audit.write_decision(decision).await?); // 503: nothing sent
     app.metrics
         .decisions
         .get_or_create(&crate::observe::DecisionLabels {
@@ -276,7 +295,7 @@ where
         })
         .inc();
     let upstream_started = Instant::now();
-    let outcome = forward::send(&app.upstreams, &trigger, &ticket).await;
+    let outcome = forward::send(&app.upstreams, &trigger, ticket).await;
     app.metrics
         .upstream_seconds
         .observe(upstream_started.elapsed().as_secs_f64());
@@ -320,7 +339,11 @@ where
     entry.status = Some(status.as_u16());
     entry.execution_id = outcome.execution_id().map(str::to_string);
     entry.latency_ms = Some(trail.latency_ms());
-    if let Err(e) = app.audit.write(entry).await {
+    let written = match &trail.ticket {
+        Some(ticket) => app.audit.write_outcome(ticket, entry),
+        None => Err(crate::audit::AuditError::Io("no decision ticket".into())),
+    };
+    if let Err(e) = written {
         // The trigger happened and its decision is on record; report it, do not hide the result.
         tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
     }
@@ -337,7 +360,7 @@ where
 /// `GET /v1/steps`: the steps this caller may `start`.
 async fn list_steps(
     app: &App,
-    identity: &Identity,
+    identity: &std::sync::Arc<Identity>,
     facts: &RequestFacts,
     trail: &mut Trail,
 ) -> Result<Response<Body>, Error> {

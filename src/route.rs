@@ -2,41 +2,7 @@
 
 use http::Method;
 
-/// A Cedar action on a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Start an execution.
-    Start,
-    /// Stop an execution.
-    Stop,
-    /// Look at an execution.
-    Describe,
-    /// List what one may start.
-    List,
-}
-
-impl Action {
-    /// The Cedar action id.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Describe => "describe",
-            Action::List => "list",
-        }
-    }
-
-    /// Parses a Cedar action id.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "start" => Some(Action::Start),
-            "stop" => Some(Action::Stop),
-            "describe" => Some(Action::Describe),
-            "list" => Some(Action::List),
-            _ => None,
-        }
-    }
-}
+use crate::model::Action;
 
 /// What a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::authz::Permit;
 use crate::config::{StepSettings, StepTarget};
-use crate::route::Action;
+use crate::model::Action;
 
 /// Why the input is refused (400).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -190,8 +190,12 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, InvalidInput> 
 pub enum Operation {
     /// Start an execution with this input (JSON text, sent byte-identical on retries).
     Start {
-        /// Execution name.
-        name: Option<String>,
+        /// Execution name: the caller's, the one its `Idempotency-Key` stands for, or one made
+        /// for this request. Every start is named before it is audited, so each execution maps
+        /// to its durable decision record.
+        name: String,
+        /// The name was made for this request: no execution can carry it yet.
+        fresh: bool,
         /// Input JSON text.
         input: String,
         /// For Dataflow steps: the input as the launch's `parameters` (flat strings).
@@ -232,6 +236,32 @@ impl ValidatedTrigger {
     pub fn operation(&self) -> &Operation {
         &self.operation
     }
+    /// The name the upstream execution or job gets (a start's audit `execution_name`).
+    pub fn execution_name(&self) -> Option<String> {
+        let Operation::Start { name, .. } = &self.operation else {
+            return None;
+        };
+        Some(match &self.step.target {
+            StepTarget::Dataflow(t) => format!("{}-{name}", t.job_name_prefix),
+            StepTarget::StepFunctions { .. } => name.clone(),
+        })
+    }
+}
+
+/// How a start's execution is named: the caller's `Idempotency-Key`, if it sent one, and the
+/// name to use when the request names nothing (made by the caller of [`trigger`], which owns
+/// the randomness).
+#[derive(Debug, Clone)]
+pub struct Naming<'a> {
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<&'a str>,
+    /// A fresh name ([`fresh_name`]).
+    pub fresh: String,
+}
+
+/// A name for an unnamed start: `sg-` and 32 hex digits of the given randomness.
+pub fn fresh_name(random: u128) -> String {
+    format!("sg-{random:032x}")
 }
 
 /// AWS execution names: 1-80 of letters, digits, `-` and `_` (the subset safe everywhere).
@@ -253,14 +283,14 @@ pub fn trigger(
     step: Arc<StepSettings>,
     execution: Option<&str>,
     start: Option<StartBody>,
-    idempotency_key: Option<&str>,
+    naming: Naming<'_>,
     guardrails: &Guardrails,
     list: Option<ListQuery>,
 ) -> Result<ValidatedTrigger, InvalidInput> {
     let operation = match permit.action() {
         Action::Start => {
             let body = start.unwrap_or_default();
-            let name = match (body.name, idempotency_key) {
+            let name = match (body.name, naming.idempotency_key) {
                 (Some(n), Some(_)) => {
                     return Err(InvalidInput(format!(
                         "give either `name` (`{n}`) or an Idempotency-Key header, not both"
@@ -280,26 +310,26 @@ pub fn trigger(
                 }
                 (None, None) => None,
             };
+            let (name, fresh) = match name {
+                Some(n) => (n, false),
+                None => (naming.fresh, true),
+            };
             let dataflow = match &step.target {
                 StepTarget::Dataflow(t) => Some(t),
                 StepTarget::StepFunctions { .. } => None,
             };
-            if let Some(n) = &name {
-                if !valid_execution_name(n) {
-                    return Err(InvalidInput(format!(
-                        "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
-                    )));
-                }
-                if let Some(t) = dataflow
-                    && !crate::config::valid_dataflow_job_name(&format!(
-                        "{}-{n}",
-                        t.job_name_prefix
-                    ))
-                {
-                    return Err(InvalidInput(format!(
-                        "job name `{n}` must be lowercase letters, digits and `-`, not ending in `-` (Dataflow's job names)"
-                    )));
-                }
+            let n = &name;
+            if !valid_execution_name(n) {
+                return Err(InvalidInput(format!(
+                    "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
+                )));
+            }
+            if let Some(t) = dataflow
+                && !crate::config::valid_dataflow_job_name(&format!("{}-{n}", t.job_name_prefix))
+            {
+                return Err(InvalidInput(format!(
+                    "job name `{n}` must be lowercase letters, digits and `-`, not ending in `-` (Dataflow's job names)"
+                )));
             }
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
             let parameters = match dataflow {
@@ -320,6 +350,7 @@ pub fn trigger(
             }
             Operation::Start {
                 name,
+                fresh,
                 input,
                 parameters,
             }

@@ -1,7 +1,8 @@
-//! The audit file: one writer thread owns it; handlers submit entries and wait until they are
-//! durable. Whatever is pending is written and made durable with one `fdatasync` (group commit).
-//! A failed write is rolled back (file and chain) and fails every waiter: fail closed, and the
-//! next batch tries again, so recovery is automatic once the disk accepts writes.
+//! The audit file: handlers seal their records into the chain themselves and wait until they
+//! are durable; one writer thread appends whatever accumulated and makes it durable with one
+//! `fdatasync` (group commit). A failed write is rolled back (file and chain) and fails every
+//! waiter: fail closed, and the next batch tries again, so recovery is automatic once the disk
+//! accepts writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,14 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-
 use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
 
-/// Most entries written per flush.
-const MAX_BATCH: usize = 4096;
 /// How far from the end the tail is read to find the last record.
 const TAIL_BYTES: u64 = 1 << 20;
 
@@ -69,17 +66,112 @@ pub fn open_file(path: &Path) -> std::io::Result<Box<dyn LogFile>> {
     ))
 }
 
-struct Job {
-    entry: Prepared,
-    reply: oneshot::Sender<Result<u64, AuditError>>,
+/// How long a submitter waits for its record to become durable before it gives up (503). The
+/// writer keeps going; a record that lands later is still in the chain.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
+/// Records waiting for the writer beyond which new submissions are refused (a stalled disk).
+const MAX_PENDING: usize = 65_536;
+/// Longest a record nobody waits for stays in memory when no waited-for record comes to take
+/// it along (at low load). Such records never wake the writer: waking it would put the writer
+/// thread between a handler and its answer.
+const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
+
+/// The result of one group commit, shared by every record in it.
+struct Commit {
+    result: std::sync::OnceLock<Result<(), String>>,
+    notify: tokio::sync::Notify,
 }
 
-/// Handle to the writer; cheap to clone.
+impl Commit {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            result: std::sync::OnceLock::new(),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn finish(&self, result: Result<(), String>) {
+        let _ = self.result.set(result);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) -> Result<(), String> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.result.get() {
+                return r.clone();
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Records sealed into the chain but not yet handed to the writer.
+struct Open {
+    buf: Vec<u8>,
+    count: usize,
+    /// Records whose submitter waits for them.
+    waited: usize,
+    commit: Arc<Commit>,
+}
+
+impl Open {
+    fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(16 * 1024),
+            count: 0,
+            waited: 0,
+            commit: Commit::new(),
+        }
+    }
+}
+
+/// The chain and the batch being filled. Submitters seal their record under this lock (a
+/// splice and one SHA-256); the writer holds it only to take the batch.
+struct Chain {
+    /// Head including records not yet durable.
+    seq: u64,
+    hash: String,
+    /// Head of what is durable on disk: where a failed batch rolls back to.
+    durable_seq: u64,
+    durable_hash: String,
+    open: Open,
+    /// The batch the writer is syncing.
+    in_flight: Option<Arc<Commit>>,
+    /// The writer is parked, waiting for a record.
+    writer_idle: bool,
+    stopped: bool,
+}
+
+struct Shared {
+    chain: std::sync::Mutex<Chain>,
+    wake: std::sync::Condvar,
+    healthy: AtomicBool,
+}
+
+/// Handle to the log; cheap to clone. Submitting a record never crosses to another thread:
+/// the submitter seals it into the chain and appends it to the open batch; one writer thread
+/// takes whatever has accumulated while it was syncing the previous batch (group commit that
+/// grows with load) and is woken only when it was idle.
 #[derive(Clone)]
 pub struct FileLog {
-    tx: mpsc::Sender<Job>,
-    healthy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     path: PathBuf,
+    _stop: Arc<StopOnDrop>,
+}
+
+/// Stops the writer when the last handle goes (after it writes what is pending).
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.chain.lock() {
+            c.stopped = true;
+        }
+        self.0.wake.notify_all();
+    }
 }
 
 /// The chain position recovered at start-up.
@@ -148,19 +240,17 @@ impl FileLog {
             Err(e) => return Err(io("cannot verify", e)),
         }
         let file = opener(path).map_err(|e| io("cannot open", e))?;
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = mpsc::channel::<Job>(16_384);
+        let size = file.size().map_err(|e| io("cannot read the size of", e))?;
         let mut writer = Writer {
             file,
+            size,
             path: path.to_path_buf(),
             opened: Instant::now(),
             options,
             opener,
-            seq: head.seq,
-            hash: head.hash.clone(),
-            healthy: healthy.clone(),
             metrics,
         };
+        let (mut seq, mut hash) = (head.seq, head.hash.clone());
         let mut notes = Vec::new();
         if head.truncated > 0 {
             notes.push(format!(
@@ -183,16 +273,38 @@ impl FileLog {
                 ..Entry::default()
             };
             let entry = Prepared::new(&entry).map_err(|e| AuditError::Io(e.to_string()))?;
-            writer.write_batch(vec![entry]).map_err(AuditError::Io)?;
+            let mut buf = Vec::new();
+            let h = entry.seal(seq + 1, &hash, &mut buf);
+            writer.flush(&buf, 1).map_err(AuditError::Io)?;
+            seq += 1;
+            hash = h;
         }
+        let shared = Arc::new(Shared {
+            chain: std::sync::Mutex::new(Chain {
+                seq,
+                hash: hash.clone(),
+                durable_seq: seq,
+                durable_hash: hash,
+                open: Open::new(),
+                in_flight: None,
+                writer_idle: false,
+                stopped: false,
+            }),
+            wake: std::sync::Condvar::new(),
+            healthy: AtomicBool::new(true),
+        });
+        let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("stepgate-audit".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                batch_scheduling();
+                writer.run(&for_writer)
+            })
             .map_err(|e| io("cannot start the writer for", e))?;
         Ok((
             Self {
-                tx,
-                healthy,
+                _stop: Arc::new(StopOnDrop(shared.clone())),
+                shared,
                 path: path.to_path_buf(),
             },
             head,
@@ -201,7 +313,7 @@ impl FileLog {
 
     /// Whether the last write succeeded.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 
     /// The live file's path.
@@ -211,56 +323,191 @@ impl FileLog {
 
     /// Appends an entry and waits until it is durable; returns its `seq`.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
-        // Serialized here, on the submitter's thread: the one writer thread only chains.
-        let entry = Prepared::new(&entry)
+        let (seq, commit) = self.submit(&entry, true)?;
+        match tokio::time::timeout(DURABLE_WAIT, commit.wait()).await {
+            Ok(Ok(())) => Ok(seq),
+            Ok(Err(e)) => Err(AuditError::Io(e)),
+            Err(_) => Err(AuditError::Io(format!(
+                "audit record not durable within {DURABLE_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// Appends an entry to the next group commit without waiting for it; returns its `seq`.
+    /// For records whose loss a durable earlier record covers (a start's outcome: its decision
+    /// record names the execution).
+    pub fn append_later(&self, entry: Entry) -> Result<u64, AuditError> {
+        self.submit(&entry, false).map(|(seq, _)| seq)
+    }
+
+    /// Waits until every record submitted so far is durable (or its batch failed). For shutdown
+    /// and for readers that must see the outcome records too.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let pending = {
+            let mut c = self
+                .shared
+                .chain
+                .lock()
+                .map_err(|_| AuditError::Io("audit writer has stopped".into()))?;
+            let mut pending = Vec::new();
+            pending.extend(c.in_flight.clone());
+            if c.open.count > 0 {
+                // Someone waits on the open batch now: no lingering.
+                c.open.waited += 1;
+                pending.push(c.open.commit.clone());
+                if c.writer_idle {
+                    c.writer_idle = false;
+                    self.shared.wake.notify_one();
+                }
+            }
+            pending
+        };
+        for commit in pending {
+            match tokio::time::timeout(DURABLE_WAIT, commit.wait()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(AuditError::Io(e)),
+                Err(_) => {
+                    return Err(AuditError::Io(format!(
+                        "audit records not durable within {DURABLE_WAIT:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serializes (outside the lock), then seals the record into the open batch.
+    fn submit(&self, entry: &Entry, wait: bool) -> Result<(u64, Arc<Commit>), AuditError> {
+        let prepared = Prepared::new(entry)
             .map_err(|e| AuditError::Io(format!("cannot serialize an audit record: {e}")))?;
-        let (reply, rx) = oneshot::channel();
         let stopped = || AuditError::Io("audit writer has stopped".into());
-        self.tx
-            .send(Job { entry, reply })
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let mut c = self.shared.chain.lock().map_err(|_| stopped())?;
+        if c.stopped {
+            return Err(stopped());
+        }
+        if c.open.count >= MAX_PENDING {
+            return Err(AuditError::Io(format!(
+                "{MAX_PENDING} audit records are waiting for the disk"
+            )));
+        }
+        let c = &mut *c;
+        let seq = c.seq + 1;
+        c.hash = prepared.seal(seq, &c.hash, &mut c.open.buf);
+        c.seq = seq;
+        c.open.count += 1;
+        let commit = c.open.commit.clone();
+        if wait {
+            c.open.waited += 1;
+        }
+        if wait && c.writer_idle {
+            c.writer_idle = false;
+            self.shared.wake.notify_one();
+        }
+        Ok((seq, commit))
+    }
+}
+
+/// Puts the calling (writer) thread under `SCHED_BATCH`: when its `fdatasync` returns it does
+/// not preempt a request handler on the same CPU; it runs when the handler yields, and takes a
+/// bigger batch. On a busy single CPU every wake-up preemption was a switch away from serving.
+fn batch_scheduling() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+    };
+    if let Err(e) = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Os(ThreadPriorityOsValue::default()),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+    ) {
+        tracing::debug!(message = "Audit writer keeps the default scheduling.", error = ?e);
     }
 }
 
 struct Writer {
     file: Box<dyn LogFile>,
+    /// The live file's length (kept here: no `stat` per batch).
+    size: u64,
     path: PathBuf,
     opened: Instant,
     options: LogOptions,
     opener: Opener,
-    seq: u64,
-    hash: String,
-    healthy: Arc<AtomicBool>,
     metrics: AuditMetrics,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
+    fn run(mut self, shared: &Shared) {
+        let mut spare = Vec::with_capacity(16 * 1024);
+        loop {
+            // Take what accumulated; park only when there is nothing.
+            let (batch, head) = {
+                let Ok(mut c) = shared.chain.lock() else {
+                    return;
+                };
+                let mut lingered = false;
+                while c.open.count == 0 || (c.open.waited == 0 && !lingered && !c.stopped) {
+                    if c.stopped {
+                        return;
+                    }
+                    c.writer_idle = true;
+                    if c.open.count == 0 {
+                        c = match shared.wake.wait(c) {
+                            Ok(c) => c,
+                            Err(_) => return,
+                        };
+                    } else {
+                        // Only records nobody waits for: give a waited-for one a moment to
+                        // come and take them along.
+                        c = match shared.wake.wait_timeout(c, LATER_MAX_DELAY) {
+                            Ok((c, _)) => c,
+                            Err(_) => return,
+                        };
+                        lingered = true;
+                    }
+                }
+                c.writer_idle = false;
+                let mut next = Open::new();
+                std::mem::swap(&mut next.buf, &mut spare);
+                let batch = std::mem::replace(&mut c.open, next);
+                c.in_flight = Some(batch.commit.clone());
+                (batch, (c.seq, c.hash.clone()))
+            };
+            let result = self.flush(&batch.buf, batch.count);
+            let mut failed_next = None;
+            if let Ok(mut c) = shared.chain.lock() {
+                c.in_flight = None;
+                match &result {
+                    Ok(()) => {
+                        (c.durable_seq, c.durable_hash) = head;
+                    }
+                    Err(_) => {
+                        // Records sealed after this batch chain onto it: fail them too and
+                        // continue the chain from what is on disk.
+                        c.seq = c.durable_seq;
+                        c.hash = c.durable_hash.clone();
+                        if c.open.count > 0 {
+                            failed_next = Some(std::mem::replace(&mut c.open, Open::new()));
+                        }
+                    }
                 }
             }
-            let (entries, replies): (Vec<_>, Vec<_>) =
-                jobs.into_iter().map(|j| (j.entry, j.reply)).unzip();
-            let first_seq = self.seq + 1;
-            match self.write_batch(entries) {
+            match &result {
                 Ok(()) => {
-                    for (i, r) in replies.into_iter().enumerate() {
-                        let _ = r.send(Ok(first_seq + i as u64));
+                    if !shared.healthy.swap(true, Ordering::Relaxed) {
+                        tracing::info!(message = "Audit log writable again.");
                     }
                 }
                 Err(e) => {
-                    for r in replies {
-                        let _ = r.send(Err(AuditError::Io(e.clone())));
+                    if shared.healthy.swap(false, Ordering::Relaxed) {
+                        tracing::error!(message = "Audit log write failed; triggers are refused until it recovers.", error = %e);
                     }
                 }
             }
+            batch.commit.finish(result.clone());
+            if let Some(next) = failed_next {
+                next.commit.finish(result.clone());
+            }
+            spare = batch.buf;
+            spare.clear();
         }
     }
 
@@ -268,12 +515,12 @@ impl Writer {
         let size = self
             .options
             .rotate_bytes
-            .is_some_and(|max| self.file.size().is_ok_and(|l| l >= max));
+            .is_some_and(|max| self.size >= max);
         let age = self
             .options
             .rotate_age
             .is_some_and(|max| self.opened.elapsed() >= max);
-        (size || age) && self.file.size().is_ok_and(|l| l > 0)
+        (size || age) && self.size > 0
     }
 
     /// Renames the live file to the next number and starts a new one. The chain continues:
@@ -283,6 +530,7 @@ impl Writer {
         let to = files::next_rotated(&self.path)?;
         std::fs::rename(&self.path, &to)?;
         self.file = (self.opener)(&self.path)?;
+        self.size = self.file.size()?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
         }
@@ -291,45 +539,29 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes and syncs a batch; on failure rolls the file and the chain back to before it.
-    fn write_batch(&mut self, entries: Vec<Prepared>) -> Result<(), String> {
+    /// Appends and syncs `n` sealed records; on failure cuts the file back to before them.
+    fn flush(&mut self, buf: &[u8], n: usize) -> Result<(), String> {
         if self.due_for_rotation()
             && let Err(e) = self.rotate()
         {
             tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
         }
-        let n = entries.len();
-        let mut buf = Vec::with_capacity(n * 512);
-        let (mut seq, mut hash) = (self.seq, self.hash.clone());
-        for e in &entries {
-            seq += 1;
-            hash = e.seal(seq, &hash, &mut buf);
-        }
         let started = Instant::now();
-        let before = self.file.size().map_err(|e| e.to_string());
-        let result = before.clone().and_then(|_| {
-            self.file
-                .append(&buf)
-                .and_then(|_| self.file.sync())
-                .map_err(|e| e.to_string())
-        });
+        let result = self.file.append(buf).and_then(|_| self.file.sync());
         match result {
             Ok(()) => {
+                self.size += buf.len() as u64;
                 self.metrics.observe_batch(n, started.elapsed());
-                self.seq = seq;
-                self.hash = hash;
-                if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::info!(message = "Audit log writable again.");
-                }
                 Ok(())
             }
             Err(e) => {
                 self.metrics.failures.inc();
-                if let Ok(len) = before {
-                    let _ = self.file.truncate(len);
-                }
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(message = "Audit log write failed; triggers are refused until it recovers.", error = %e);
+                // Cut back whatever part of the batch landed; if even that fails, learn the
+                // real length so the next batch's roll-back point is right.
+                if self.file.truncate(self.size).is_err()
+                    && let Ok(len) = self.file.size()
+                {
+                    self.size = len;
                 }
                 Err(format!("audit write failed: {e}"))
             }

@@ -63,8 +63,20 @@ impl Audit {
         Ok(AuditTicket { seq })
     }
 
-    /// Writes any other record (denials, outcomes).
+    /// Writes any other record (denials, lists) and waits until it is durable.
     pub async fn write(&self, entry: Entry) -> Result<u64, AuditError> {
         self.log.append(entry).await
+    }
+
+    /// Waits until every record submitted so far is durable (shutdown; tests).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        self.log.flush().await
+    }
+
+    /// Writes the outcome of a forwarded request with the next group commit, without waiting:
+    /// the request's durable decision record already names what was forwarded
+    /// (`execution_name`), so the answer need not wait for a second `fdatasync`.
+    pub fn write_outcome(&self, _ticket: &AuditTicket, entry: Entry) -> Result<u64, AuditError> {
+        self.log.append_later(entry)
     }
 }

@@ -43,6 +43,8 @@ pub struct Entry {
     pub status: Option<u16>,
     /// Upstream execution id.
     pub execution_id: Option<String>,
+    /// The name a start's execution or job is given before the forward (decision records).
+    pub execution_name: Option<String>,
     /// Milliseconds from request start.
     pub latency_ms: Option<u64>,
     /// Caller address.
@@ -80,6 +82,9 @@ pub struct Record {
     pub status: Option<u16>,
     /// Execution id.
     pub execution_id: Option<String>,
+    /// The name given to a start's execution; only on start decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_name: Option<String>,
     /// Latency.
     pub latency_ms: Option<u64>,
     /// Caller address.
@@ -110,6 +115,7 @@ impl Record {
             input_sha256: entry.input_sha256,
             status: entry.status,
             execution_id: entry.execution_id,
+            execution_name: entry.execution_name,
             latency_ms: entry.latency_ms,
             source_ip: entry.source_ip,
             input_fields: entry.input_fields,
@@ -153,6 +159,8 @@ struct LineMid<'a> {
     input_sha256: &'a Option<String>,
     status: Option<u16>,
     execution_id: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_name: Option<&'a String>,
     latency_ms: Option<u64>,
     source_ip: &'a Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,7 +194,7 @@ impl Prepared {
     /// Serializes everything of `entry` that does not depend on the chain.
     pub fn new(e: &Entry) -> Result<Self, serde_json::Error> {
         // RFC 8785 order of the members: action, caller, decision, event, execution_id,
-        // input_fields, input_sha256, latency_ms, prev_hash, reasons, request_id, seq,
+        // execution_name,        // input_fields, input_sha256, latency_ms, prev_hash, reasons, request_id, seq,
         // source_ip, status, step, time, v.
         let mut head = Vec::with_capacity(384);
         head.push(b'{');
@@ -205,6 +213,9 @@ impl Prepared {
         member(&mut head, "decision", e.decision)?;
         member(&mut head, "event", e.event)?;
         member(&mut head, "execution_id", &e.execution_id)?;
+        if let Some(n) = &e.execution_name {
+            member(&mut head, "execution_name", n)?;
+        }
         if let Some(f) = &e.input_fields {
             head.extend_from_slice(b"\"input_fields\":");
             head.extend_from_slice(&serde_json_canonicalizer::to_vec(f)?);
@@ -239,6 +250,7 @@ impl Prepared {
             input_sha256: &e.input_sha256,
             status: e.status,
             execution_id: &e.execution_id,
+            execution_name: e.execution_name.as_ref(),
             latency_ms: e.latency_ms,
             source_ip: &e.source_ip,
             input_fields: e.input_fields.as_ref(),
@@ -356,6 +368,7 @@ mod tests {
                 input_sha256: Some("ab".repeat(32)),
                 status: Some(201),
                 execution_id: Some("arn:aws:states:x".into()),
+                execution_name: Some("sg-0123abc".into()),
                 latency_ms: Some(u64::MAX),
                 source_ip: Some("10.0.0.1".into()),
                 input_fields: Some(fields),

@@ -20,6 +20,8 @@ pub struct Identity {
     pub issued_at: Option<SystemTime>,
     /// The token's `exp`.
     pub expires_at: SystemTime,
+    /// What authorization built for this token (kept with it in the verified-token cache).
+    pub cedar: crate::model::PrincipalSlot,
 }
 
 impl Identity {

@@ -217,6 +217,7 @@ impl Issuer {
             tags,
             issued_at: Some(SystemTime::from(claims.issue_time())),
             expires_at: SystemTime::from(claims.expiration()),
+            cedar: Default::default(),
         }
     }
 }

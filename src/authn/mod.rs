@@ -160,13 +160,15 @@ impl Authenticator {
     }
 
     /// Authenticates a request by its headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthnError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthnError> {
         let token = bearer(headers)?;
         self.verify_token(token).await
     }
 
-    /// Verifies a raw bearer token (also used by `stepgate explain`).
-    pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthnError> {
+    /// Verifies a raw bearer token (also used by `stepgate explain`). A token seen before is
+    /// answered from the cache with the same shared identity, and with it whatever
+    /// authorization built for it.
+    pub async fn verify_token(&self, token: &str) -> Result<Arc<Identity>, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthnError::TooLarge);
         }
@@ -174,10 +176,10 @@ impl Authenticator {
         if let Some(id) = self.verified.get(&key).await
             && id.expires_at > self.clock.now()
         {
-            return Ok((*id).clone());
+            return Ok(id);
         }
-        let identity = self.verify_uncached(token).await?;
-        self.verified.insert(key, Arc::new(identity.clone())).await;
+        let identity = Arc::new(self.verify_uncached(token).await?);
+        self.verified.insert(key, identity.clone()).await;
         Ok(identity)
     }
 

@@ -10,6 +10,7 @@ use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, Restric
 use crate::authn::Identity;
 use crate::clock::unix_secs;
 use crate::config::{AttrValue, StepSettings};
+use crate::model::Action;
 
 /// Request facts visible to policies as `context`.
 #[derive(Debug, Clone)]
@@ -32,45 +33,70 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, EntityError> {
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
 }
 
-/// `Caller::"<issuer>/<sub>"` with `Group` parents and claim tags.
-pub fn caller(identity: &Identity) -> Result<Entity, EntityError> {
-    let mut attrs = vec![
-        (
-            "issuer".to_string(),
-            RestrictedExpression::new_string(identity.issuer.clone()),
-        ),
-        (
-            "sub".to_string(),
-            RestrictedExpression::new_string(identity.sub.clone()),
-        ),
-    ];
-    if let Some(e) = &identity.email {
-        attrs.push((
-            "email".to_string(),
-            RestrictedExpression::new_string(e.clone()),
-        ));
-    }
-    let parents = identity
-        .groups
-        .iter()
-        .map(|g| uid("Group", g))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tags = identity
-        .tags
-        .iter()
-        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
-    Entity::new_with_tags(
-        uid("Caller", &identity.principal_id())?,
-        attrs,
-        parents,
-        tags,
-    )
-    .map_err(|e| EntityError(e.to_string()))
+/// The entity types and actions, parsed once (Cedar parses every name it is given as text).
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    caller: EntityTypeName,
+    group: EntityTypeName,
+    actions: [EntityUid; 4],
 }
 
-/// The principal uid of an identity.
-pub fn caller_uid(identity: &Identity) -> Result<EntityUid, EntityError> {
-    uid("Caller", &identity.principal_id())
+impl Vocabulary {
+    /// Parses the names of DESIGN.md §5.
+    pub fn new() -> Result<Self, EntityError> {
+        let ty = |t: &str| EntityTypeName::from_str(t).map_err(|e| EntityError(e.to_string()));
+        let action = ty("Action")?;
+        Ok(Self {
+            caller: ty("Caller")?,
+            group: ty("Group")?,
+            actions: Action::ALL.map(|a| {
+                EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a.as_str()))
+            }),
+        })
+    }
+
+    /// The uid of an action.
+    pub fn action(&self, a: Action) -> &EntityUid {
+        &self.actions[a.index()]
+    }
+
+    /// The principal uid of an identity.
+    pub fn caller_uid(&self, identity: &Identity) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.caller.clone(),
+            EntityId::new(identity.principal_id()),
+        )
+    }
+
+    /// `Caller::"<issuer>/<sub>"` with `Group` parents and claim tags.
+    pub fn caller(&self, identity: &Identity) -> Result<Entity, EntityError> {
+        let mut attrs = vec![
+            (
+                "issuer".to_string(),
+                RestrictedExpression::new_string(identity.issuer.clone()),
+            ),
+            (
+                "sub".to_string(),
+                RestrictedExpression::new_string(identity.sub.clone()),
+            ),
+        ];
+        if let Some(e) = &identity.email {
+            attrs.push((
+                "email".to_string(),
+                RestrictedExpression::new_string(e.clone()),
+            ));
+        }
+        let parents = identity
+            .groups
+            .iter()
+            .map(|g| EntityUid::from_type_name_and_id(self.group.clone(), EntityId::new(g)));
+        let tags = identity
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+        Entity::new_with_tags(self.caller_uid(identity), attrs, parents, tags)
+            .map_err(|e| EntityError(e.to_string()))
+    }
 }
 
 /// `Step::"<name>"` with `Pipeline` parent, `kind` and the configured attributes.
@@ -93,11 +119,6 @@ pub fn step(s: &StepSettings) -> Result<Entity, EntityError> {
 /// The uid of a step.
 pub fn step_uid(name: &str) -> Result<EntityUid, EntityError> {
     uid("Step", name)
-}
-
-/// The uid of an action.
-pub fn action_uid(action: &str) -> Result<EntityUid, EntityError> {
-    uid("Action", action)
 }
 
 fn attr(v: &AttrValue) -> RestrictedExpression {
@@ -138,8 +159,13 @@ fn iso_weekday(days: u64) -> i64 {
     ((days + 3) % 7 + 1) as i64
 }
 
-/// The `context` record (DESIGN.md §5).
-pub fn context(facts: &RequestFacts, identity: &Identity) -> Result<Context, EntityError> {
+/// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
+/// expression parses the extension's name, so callers keep them per address.
+pub fn context(
+    facts: &RequestFacts,
+    identity: &Identity,
+    source_ip: RestrictedExpression,
+) -> Result<Context, EntityError> {
     let now = unix_secs(facts.now);
     let token_age = identity
         .issued_at
@@ -152,10 +178,7 @@ pub fn context(facts: &RequestFacts, identity: &Identity) -> Result<Context, Ent
         })
         .unwrap_or(0);
     let mut pairs = vec![
-        (
-            "source_ip".to_string(),
-            RestrictedExpression::new_ip(facts.source_ip.to_string()),
-        ),
+        ("source_ip".to_string(), source_ip),
         (
             "now".to_string(),
             RestrictedExpression::new_long(i64::try_from(now).unwrap_or(i64::MAX)),

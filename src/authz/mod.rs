@@ -5,22 +5,25 @@ pub mod entities;
 pub mod policies;
 pub mod reload;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Authorizer, Decision, Entities, Request};
+use cedar_policy::{Authorizer, Decision, Entities, Request, RestrictedExpression};
 
-pub use entities::RequestFacts;
+pub use entities::{RequestFacts, Vocabulary};
 pub use policies::PolicyBundle;
 
 use crate::authn::Identity;
-use crate::route::Action;
+use crate::model::{Action, MAX_STEPS_PER_TOKEN};
 
 /// Proof that policy allowed `action` on `step` for `identity`. Only [`Policies::decide`]
 /// makes one.
 #[derive(Debug, Clone)]
 pub struct Permit {
-    identity: Identity,
+    identity: Arc<Identity>,
     step: String,
     action: Action,
     reasons: Vec<String>,
@@ -58,58 +61,142 @@ pub struct Denied {
 #[error("authorization failed: {0}")]
 pub struct AuthzError(pub String);
 
+/// Most source addresses whose `ip(...)` context value is kept.
+const MAX_CACHED_IPS: usize = 4096;
+
 /// The live policy set; replaced whole on reload.
 pub struct Policies {
-    bundle: ArcSwap<PolicyBundle>,
+    live: ArcSwap<Live>,
     authorizer: Authorizer,
+    /// Entity types and actions, parsed once (an error here fails every decision closed).
+    vocabulary: Result<Vocabulary, String>,
+    generations: AtomicU64,
+    /// `source_ip` context values by address.
+    ips: Mutex<HashMap<IpAddr, RestrictedExpression>>,
+}
+
+/// A bundle and its generation: per-token entity sets built for an older generation are
+/// rebuilt, so a reload that changes a step's attributes is seen at once.
+struct Live {
+    generation: u64,
+    bundle: Arc<PolicyBundle>,
 }
 
 impl Policies {
     /// Starts with a validated bundle.
     pub fn new(bundle: PolicyBundle) -> Self {
         Self {
-            bundle: ArcSwap::from_pointee(bundle),
+            live: ArcSwap::from_pointee(Live {
+                generation: 0,
+                bundle: Arc::new(bundle),
+            }),
             authorizer: Authorizer::new(),
+            vocabulary: Vocabulary::new().map_err(|e| e.0),
+            generations: AtomicU64::new(0),
+            ips: Mutex::new(HashMap::new()),
         }
     }
 
     /// The current bundle.
     pub fn current(&self) -> Arc<PolicyBundle> {
-        self.bundle.load_full()
+        self.live.load().bundle.clone()
     }
 
     /// Replaces the whole set at once; requests see the old set or the new one, never a mix.
     pub fn replace(&self, bundle: PolicyBundle) {
-        self.bundle.store(Arc::new(bundle));
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.live.store(Arc::new(Live {
+            generation,
+            bundle: Arc::new(bundle),
+        }));
+    }
+
+    /// The `ip(...)` value of an address, made once per address.
+    fn source_ip(&self, ip: IpAddr) -> RestrictedExpression {
+        let Ok(mut ips) = self.ips.lock() else {
+            return RestrictedExpression::new_ip(ip.to_string());
+        };
+        if let Some(e) = ips.get(&ip) {
+            return e.clone();
+        }
+        if ips.len() >= MAX_CACHED_IPS {
+            ips.clear();
+        }
+        let e = RestrictedExpression::new_ip(ip.to_string());
+        ips.insert(ip, e.clone());
+        e
+    }
+
+    /// The principal and the entity set of (principal, step), from the token's slot when it
+    /// has them for this generation, else built and kept there.
+    fn entities(
+        &self,
+        identity: &Identity,
+        step: &str,
+        step_entity: &cedar_policy::Entity,
+        generation: u64,
+    ) -> Result<(Arc<cedar_policy::Entity>, Arc<Entities>), AuthzError> {
+        let vocabulary = self
+            .vocabulary
+            .as_ref()
+            .map_err(|e| AuthzError(e.clone()))?;
+        let slot = &identity.cedar;
+        let principal = slot
+            .principal
+            .get_or_init(|| vocabulary.caller(identity).map(Arc::new).map_err(|e| e.0))
+            .clone()
+            .map_err(AuthzError)?;
+        let mut per_step = slot
+            .per_step
+            .lock()
+            .map_err(|_| AuthzError("entity cache poisoned".into()))?;
+        if let Some((g, ents)) = per_step.get(step)
+            && *g == generation
+        {
+            return Ok((principal, ents.clone()));
+        }
+        let ents = Arc::new(
+            Entities::from_entities([(*principal).clone(), step_entity.clone()], None)
+                .map_err(|e| AuthzError(e.to_string()))?,
+        );
+        if per_step.len() >= MAX_STEPS_PER_TOKEN {
+            per_step.clear();
+        }
+        per_step.insert(step.to_string(), (generation, ents.clone()));
+        Ok((principal, ents))
     }
 
     /// Decides one request.
     pub fn decide(
         &self,
-        identity: &Identity,
+        identity: &Arc<Identity>,
         step: &str,
         action: Action,
         facts: &RequestFacts,
     ) -> Result<Result<Permit, Denied>, AuthzError> {
-        let bundle = self.bundle.load();
-        let err = |e: entities::EntityError| AuthzError(e.0);
+        let live = self.live.load();
+        let bundle = &live.bundle;
+        let vocabulary = self
+            .vocabulary
+            .as_ref()
+            .map_err(|e| AuthzError(e.clone()))?;
         let step_entity = bundle
             .steps
             .get(step)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
-        let caller = entities::caller(identity).map_err(err)?;
-        let ents = Entities::from_entities([caller, step_entity.clone()], None)
-            .map_err(|e| AuthzError(e.to_string()))?;
+        let (principal, ents) = self.entities(identity, step, step_entity, live.generation)?;
+        let context = entities::context(facts, identity, self.source_ip(facts.source_ip))
+            .map_err(|e| AuthzError(e.0))?;
         let request = Request::new(
-            entities::caller_uid(identity).map_err(err)?,
-            entities::action_uid(action.as_str()).map_err(err)?,
-            entities::step_uid(step).map_err(err)?,
-            entities::context(facts, identity).map_err(err)?,
+            principal.uid(),
+            vocabulary.action(action).clone(),
+            step_entity.uid(),
+            context,
             None,
         )
         .map_err(|e| AuthzError(e.to_string()))?;
         let set = bundle
-            .applicable(step, action.as_str())
+            .applicable(step, action)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no policy index")))?;
         let response = self.authorizer.is_authorized(&request, set, &ents);
         let failed_forbids: Vec<String> = response
@@ -134,7 +221,7 @@ impl Policies {
         }
         Ok(match response.decision() {
             Decision::Allow => Ok(Permit {
-                identity: identity.clone(),
+                identity: Arc::clone(identity),
                 step: step.to_string(),
                 action,
                 reasons,

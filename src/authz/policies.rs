@@ -12,14 +12,15 @@ use miette::Diagnostic;
 
 use super::entities;
 use crate::config::{Problem, Problems, StepSettings};
+use crate::model::Action;
 
 /// A validated policy set with its schema and the step entities built against it.
 #[derive(Debug)]
 pub struct PolicyBundle {
-    /// The policies, each with its `@id` (or `<file>:<n>`) as policy id.
-    pub set: PolicySet,
-    /// The schema.
-    pub schema: Schema,
+    /// How many policies were loaded. (The whole set and the schema are not kept: after
+    /// validation only the per-(step, action) index is evaluated, and keeping both doubled the
+    /// memory of a large set.)
+    pub policy_count: usize,
     /// Step entities by step name.
     pub steps: HashMap<String, Entity>,
     /// Which policies are `forbid` (an erroring forbid denies: fail closed).
@@ -35,12 +36,14 @@ pub struct PolicyBundle {
 
 impl PolicyBundle {
     /// The policies that can apply to `action` on `step`.
-    pub fn applicable(&self, step: &str, action: &str) -> Option<&PolicySet> {
-        let i = ACTIONS.iter().position(|a| *a == action)?;
-        self.index.get(step).and_then(|sets| sets.get(i))
+    pub fn applicable(&self, step: &str, action: Action) -> Option<&PolicySet> {
+        self.index
+            .get(step)
+            .and_then(|sets| sets.get(action.index()))
     }
 }
 
+/// The action ids, in [`Action::index`] order.
 const ACTIONS: [&str; 4] = ["start", "stop", "describe", "list"];
 
 /// The (step, action) pairs a policy's scope can match.
@@ -257,6 +260,7 @@ pub fn build(
         return Err(Problems(problems));
     };
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+
     for e in result.validation_errors() {
         let id = e.policy_id().to_string();
         let (path, text) = texts
@@ -315,8 +319,7 @@ pub fn build(
     }
     Ok(PolicyBundle {
         index,
-        set,
-        schema,
+        policy_count: set.policies().count(),
         steps: step_entities,
         forbids,
         files,

@@ -40,7 +40,7 @@ pub fn reload_now(app: &App) -> bool {
     let built = policies::read_dir(dir).and_then(|src| policies::build(&src, &app.settings.steps));
     match built {
         Ok(bundle) => {
-            let n = bundle.set.policies().count();
+            let n = bundle.policy_count;
             app.policies.replace(bundle);
             app.metrics
                 .policy_reloads

@@ -33,7 +33,7 @@ pub fn run(path: &Path) -> ExitCode {
                 "ok: {} steps, {} issuers, {} policies",
                 settings.steps.len(),
                 settings.issuers.len(),
-                bundle.set.policies().count()
+                bundle.policy_count
             );
             ExitCode::SUCCESS
         }

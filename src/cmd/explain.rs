@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use crate::app::Deps;
 use crate::authn::Authenticator;
 use crate::authz::{Policies, RequestFacts};
-use crate::route::Action;
+use crate::model::Action;
 
 /// What to explain.
 pub struct ExplainArgs<'a> {

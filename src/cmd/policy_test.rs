@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::authn::Identity;
 use crate::authz::{Policies, RequestFacts};
 use crate::config;
-use crate::route::Action;
+use crate::model::Action;
 
 /// A test file: `[[case]]` tables.
 #[derive(Debug, Deserialize)]
@@ -140,7 +140,7 @@ fn run_case(
     if let Some(e) = &case.caller.email {
         tags.insert("email".into(), e.clone());
     }
-    let identity = Identity {
+    let identity = std::sync::Arc::new(Identity {
         issuer: case.caller.issuer.clone(),
         sub: case.caller.sub.clone(),
         email: case.caller.email.clone(),
@@ -148,7 +148,8 @@ fn run_case(
         tags,
         issued_at: Some(time - age),
         expires_at: time + Duration::from_secs(3600),
-    };
+        cedar: Default::default(),
+    });
     let input = case
         .context
         .input

@@ -72,34 +72,19 @@ impl Client<'_> {
     }
 
     /// Launches the step's template with `parameters` (the validated input; `input` is its JSON
-    /// text, whose digest labels the job). `name` (caller's or from an `Idempotency-Key`) makes
-    /// the launch idempotent; without one the job gets a fresh name and is launched once.
+    /// text, whose digest labels the job). Every start is named (the caller's name, its
+    /// `Idempotency-Key`'s, or one made for the request), so a retry finds its own job: a name
+    /// not `fresh` is first looked up, and a job of that name with the same input is the answer.
     pub async fn start(
         &self,
-        name: Option<&str>,
+        name: &str,
+        fresh: bool,
         input: &str,
         parameters: &serde_json::Map<String, Value>,
     ) -> Result<Outcome, UpstreamError> {
-        let prefix = &self.target.job_name_prefix;
-        let job_name = match name {
-            Some(n) => format!("{prefix}-{n}"),
-            None => {
-                let t = time::OffsetDateTime::from(self.clock.now());
-                format!(
-                    "{prefix}-{:04}{:02}{:02}-{:02}{:02}{:02}-{:06x}",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second(),
-                    rand::random::<u32>() & 0x00ff_ffff
-                )
-            }
-        };
+        let job_name = format!("{}-{name}", self.target.job_name_prefix);
         let digest = input_digest(input);
-        let idempotent = name.is_some();
-        if idempotent && let Some(found) = self.existing(&job_name, &digest).await? {
+        if !fresh && let Some(found) = self.existing(&job_name, &digest).await? {
             return Ok(found);
         }
         let mut environment = self.target.environment.clone();
@@ -127,10 +112,7 @@ impl Client<'_> {
                 }}),
             ),
         };
-        match self
-            .call(http::Method::POST, &url, Some(&body), idempotent)
-            .await
-        {
+        match self.call(http::Method::POST, &url, Some(&body), true).await {
             Ok(v) => {
                 let job = v.get("job").cloned().unwrap_or(Value::Null);
                 let id = job
@@ -146,7 +128,7 @@ impl Client<'_> {
                 })
             }
             // A job of that name is active: ours from an earlier try, or another input's.
-            Err(UpstreamError::Answered { code, .. }) if code == "ALREADY_EXISTS" && idempotent => {
+            Err(UpstreamError::Answered { code, .. }) if code == "ALREADY_EXISTS" => {
                 match self.existing(&job_name, &digest).await? {
                     Some(found) => Ok(found),
                     None => Err(UpstreamError::Conflict(format!(

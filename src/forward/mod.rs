@@ -192,11 +192,9 @@ pub async fn send(
                         endpoint: sync_endpoint,
                         ..sfn
                     };
-                    sync_client.start_sync(arn, name.as_deref(), input).await
+                    sync_client.start_sync(arn, name, input).await
                 }
-                Operation::Start { name, input, .. } => {
-                    sfn.start(arn, name.as_deref(), input).await
-                }
+                Operation::Start { name, input, .. } => sfn.start(arn, name, input).await,
                 Operation::List(q) => sfn.list(arn, q).await,
                 Operation::Describe { execution_id } => sfn.describe(execution_id).await,
                 Operation::Stop { execution_id } => sfn.stop(execution_id).await,
@@ -215,9 +213,10 @@ pub async fn send(
             match trigger.operation() {
                 Operation::Start {
                     name,
+                    fresh,
                     input,
                     parameters: Some(parameters),
-                } => df.start(name.as_deref(), input, parameters).await,
+                } => df.start(name, *fresh, input, parameters).await,
                 // Validation makes parameters for every Dataflow start; refuse rather than guess.
                 Operation::Start {
                     parameters: None, ..

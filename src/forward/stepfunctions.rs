@@ -28,32 +28,26 @@ pub struct Client<'a> {
 }
 
 impl Client<'_> {
-    /// `StartExecution`. With a name (from the caller or an `Idempotency-Key`) the start is
-    /// idempotent: AWS answers a repeat of a running execution with the same input with that
+    /// `StartExecution`. Every start is named (by the caller, its `Idempotency-Key`, or stepgate),
+    /// so it is idempotent: AWS answers a repeat of a running execution with the same input with that
     /// execution, and `ExecutionAlreadyExists` otherwise; stepgate then looks the execution up
     /// and answers with it when the input matches, or 409 when it differs, never a second run.
-    /// Only named starts are retried.
+    /// Retried, since a repeat with the same name cannot start a second run.
     pub async fn start(
         &self,
         machine: &StateMachineArn,
-        name: Option<&str>,
+        name: &str,
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
-        let mut body = json!({"stateMachineArn": machine.arn, "input": input});
-        if let Some(n) = name {
-            body["name"] = Value::String(n.to_string());
-        }
-        match self.call("StartExecution", &body, name.is_some()).await {
+        let body = json!({"stateMachineArn": machine.arn, "name": name, "input": input});
+        match self.call("StartExecution", &body, true).await {
             Ok(v) => Ok(Outcome::Started {
                 execution_id: str_field(&v, "executionArn")?,
                 existing: false,
                 result: None,
                 raw: v,
             }),
-            Err(UpstreamError::Answered { code, .. })
-                if code == "ExecutionAlreadyExists" && name.is_some() =>
-            {
-                let name = name.unwrap_or_default();
+            Err(UpstreamError::Answered { code, .. }) if code == "ExecutionAlreadyExists" => {
                 let arn = format!("{}{name}", machine.execution_prefix());
                 let d = self
                     .call("DescribeExecution", &json!({"executionArn": arn}), true)
@@ -86,13 +80,10 @@ impl Client<'_> {
     pub async fn start_sync(
         &self,
         machine: &StateMachineArn,
-        name: Option<&str>,
+        name: &str,
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
-        let mut body = json!({"stateMachineArn": machine.arn, "input": input});
-        if let Some(n) = name {
-            body["name"] = Value::String(n.to_string());
-        }
+        let body = json!({"stateMachineArn": machine.arn, "name": name, "input": input});
         let v = self.call("StartSyncExecution", &body, false).await?;
         let mut result = serde_json::Map::new();
         for (ours, theirs) in [

@@ -133,6 +133,10 @@ impl Server {
         {
             tracing::warn!(message = "Shutdown grace elapsed with requests still in flight.");
         }
+        // Outcome records go with the next group commit: make the last ones durable.
+        if let Err(e) = self.app.audit.flush().await {
+            tracing::error!(message = "Could not make the last audit records durable.", error = %e);
+        }
     }
 }
 

@@ -91,3 +91,89 @@ fn any_edit_deletion_or_reorder_is_found_at_its_record() {
         Verdict::Broken { line: 2, .. }
     ));
 }
+
+/// A real full disk: the audit folder on a 64 KiB tmpfs (the tests run as root, as CI does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot mount a tmpfs at {} (this test needs root, as in CI)",
+            at.display()
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_starts_forwards_nothing_and_recovers_when_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"));
+    let log = disk.0.join("audit.jsonl");
+    let h = Harness::start_with(|c| {
+        let start = c.find("path = \"").unwrap();
+        let end = c[start..].find('\n').unwrap() + start;
+        format!("{}path = \"{}\"{}", &c[..start], log.display(), &c[end..])
+    })
+    .await;
+    assert_eq!(h.start_as("alice", "nightly-load", "{}").await.status, 201);
+    let forwarded = h.sandbox.executions().len();
+
+    // Fill the disk to the last byte.
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![b'x'; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(b"x").is_ok() {}
+    drop(f);
+
+    for _ in 0..5 {
+        let r = h.start_as("alice", "nightly-load", "{}").await;
+        assert_eq!(
+            (r.status, crate::support::error_code(&r)),
+            (503, "unavailable"),
+            "{}",
+            r.json
+        );
+    }
+    assert_eq!(
+        h.sandbox.executions().len(),
+        forwarded,
+        "a start was forwarded without a durable decision record"
+    );
+    let r = h.send("GET", "/readyz", &[], "").await;
+    assert_eq!(
+        (r.status, &r.json["audit"]),
+        (503, &serde_json::json!(false))
+    );
+
+    // Space comes back: service resumes without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let r = h.start_as("alice", "nightly-load", "{}").await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.executions().len(), forwarded + 1);
+    let r = h.send("GET", "/readyz", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    h.stop().await;
+    // Nothing of the refused requests is in the chain, and the chain holds.
+    match verify_file(&log).unwrap() {
+        Verdict::Ok { records } => assert!(records >= 2, "{records}"),
+        broken => panic!("{broken}"),
+    }
+}

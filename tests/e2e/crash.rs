@@ -1,13 +1,15 @@
-//! Crash consistency against moto: under concurrent starts, `kill -9` the server mid-load;
-//! after a restart the chain verifies and every execution moto holds has an `allow` decision
-//! record for its request (0 unaudited triggers). Repeated with different kill points.
+//! Crash consistency against moto: under 16 concurrent starters, `kill -9` the server mid-load;
+//! after each restart the chain verifies, every execution moto holds maps by the SHA-256 of the
+//! request body that carried it to an `allow` decision record naming that execution
+//! (`execution_name`), and every 201 answered names an execution moto holds. Unnamed starts:
+//! stepgate names them before its decision record is durable. Repeated at different kill points.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use crate::support::Harness;
@@ -72,8 +74,19 @@ async fn kill_9_mid_load_leaves_no_unaudited_trigger() {
         );
     std::fs::write(&config, text).unwrap();
     let token = h.token("alice");
-    let run_id = std::process::id();
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let body_of = |round: usize, w: usize, i: usize| {
+        format!(r#"{{"input": {{"run": "{run}", "round": {round}, "w": {w}, "i": {i}}}}}"#)
+    };
     let mut sent_total = 0usize;
+    let mut answered: Vec<String> = Vec::new();
     for (round, kill_after_ms) in [150u64, 400, 900].into_iter().enumerate() {
         let mut child = spawn_serve(&config);
         wait_ready(&base).await;
@@ -83,59 +96,99 @@ async fn kill_9_mid_load_leaves_no_unaudited_trigger() {
         let mut tasks = Vec::new();
         for w in 0..16 {
             let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            let bodies: Vec<String> = (0..1000).map(|i| body_of(round, w, i)).collect();
             tasks.push(tokio::spawn(async move {
-                let mut sent = 0usize;
-                for i in 0..1000 {
-                    let name = format!("crash-{run_id}-{round}-{w}-{i}");
+                let (mut sent, mut started) = (0usize, Vec::new());
+                for body in bodies {
                     let req = http::Request::post(format!("{base}/v1/steps/orders/executions"))
                         .header("authorization", format!("Bearer {token}"))
-                        .header("x-request-id", &name)
-                        .body(Full::new(Bytes::from(format!(
-                            r#"{{"name": "{name}", "input": {{"i": {i}}}}}"#
-                        ))))
+                        .body(Full::new(Bytes::from(body)))
                         .unwrap();
                     sent += 1;
-                    if client.request(req).await.is_err() {
+                    let Ok(resp) = client.request(req).await else {
                         break; // the server is gone
+                    };
+                    let status = resp.status().as_u16();
+                    let Ok(b) = resp.into_body().collect().await else {
+                        break;
+                    };
+                    if status == 201 {
+                        let v: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+                        started.push(v["execution_id"].as_str().unwrap().to_string());
                     }
                 }
-                sent
+                (sent, started)
             }));
         }
         tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         for t in tasks {
-            sent_total += t.await.unwrap();
+            let (sent, started) = t.await.unwrap();
+            sent_total += sent;
+            answered.extend(started);
         }
+        // Restart: start-up verifies the whole chain (and would refuse a broken one).
+        let mut child = spawn_serve(&config);
+        wait_ready(&base).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let verdict = stepgate::audit::verify::verify_path(&audit).unwrap();
+        assert!(
+            matches!(verdict, stepgate::audit::verify::Verdict::Ok { .. }),
+            "after round {round}: {verdict}"
+        );
     }
-    // Restart: start-up verifies the whole chain (and would refuse a broken one).
-    let mut child = spawn_serve(&config);
-    wait_ready(&base).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let verdict = stepgate::audit::verify::verify_path(&audit).unwrap();
-    assert!(
-        matches!(verdict, stepgate::audit::verify::Verdict::Ok { .. }),
-        "{verdict}"
-    );
 
-    let allowed: HashSet<String> = std::fs::read_to_string(&audit)
+    // input_sha256 -> execution_name of every allowed start decision on disk.
+    let allowed: HashMap<String, String> = std::fs::read_to_string(&audit)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["event"] == "decision" && r["decision"] == "allow")
-        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .filter(|r| r["event"] == "decision" && r["decision"] == "allow" && r["action"] == "start")
+        .map(|r| {
+            (
+                r["input_sha256"].as_str().unwrap().to_string(),
+                r["execution_name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let ours: Vec<String> = crate::peers::list_executions(&p, &arn)
-        .await
-        .into_iter()
-        .filter_map(|e| e["name"].as_str().map(str::to_string))
-        .filter(|n| n.starts_with(&format!("crash-{run_id}-")))
+    let mut ours = Vec::new();
+    for e in crate::peers::list_executions(&p, &arn).await {
+        let d = crate::peers::sfn_call(
+            &p,
+            "DescribeExecution",
+            &serde_json::json!({"executionArn": e["executionArn"]}),
+        )
+        .await;
+        let input: Value = serde_json::from_str(d["input"].as_str().unwrap_or("{}")).unwrap();
+        if input["run"] != run.as_str() {
+            continue;
+        }
+        let body = body_of(
+            input["round"].as_u64().unwrap() as usize,
+            input["w"].as_u64().unwrap() as usize,
+            input["i"].as_u64().unwrap() as usize,
+        );
+        let sha = stepgate::audit::record::sha256_hex(body.as_bytes());
+        ours.push((
+            e["executionArn"].as_str().unwrap().to_string(),
+            e["name"].as_str().unwrap().to_string(),
+            sha,
+        ));
+    }
+    let on_moto: HashSet<&str> = ours.iter().map(|(arn, _, _)| arn.as_str()).collect();
+    let unaudited: Vec<&(String, String, String)> = ours
+        .iter()
+        .filter(|(_, name, sha)| allowed.get(sha) != Some(name))
         .collect();
-    let unaudited: Vec<&String> = ours.iter().filter(|n| !allowed.contains(*n)).collect();
+    let phantom: Vec<&String> = answered
+        .iter()
+        .filter(|a| !on_moto.contains(a.as_str()))
+        .collect();
     eprintln!(
-        "crash test: {sent_total} requests sent, {} executions on moto, {} allow decisions, {} unaudited",
+        "crash test: {sent_total} requests sent, {} answered 201, {} executions on moto, {} allow decisions, {} unaudited",
+        answered.len(),
         ours.len(),
         allowed.len(),
         unaudited.len()
@@ -146,7 +199,13 @@ async fn kill_9_mid_load_leaves_no_unaudited_trigger() {
     );
     assert!(
         unaudited.is_empty(),
-        "executions without an audit record: {unaudited:?}"
+        "executions without a decision record naming them: {unaudited:?}"
     );
+    assert!(
+        phantom.is_empty(),
+        "201 answers naming no execution on moto: {phantom:?}"
+    );
+    let names: HashSet<&str> = ours.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), ours.len(), "two executions share a name");
     h.stop().await;
 }

@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, Request};
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, EntityUid, PolicyId, PolicySet, Request,
+};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use stepgate::authn::Identity;
 use stepgate::authz::RequestFacts;
-use stepgate::route::Action;
+use stepgate::model::Action;
 
 use crate::support::Harness;
 
@@ -19,10 +21,34 @@ fn uid(t: &str, id: &str) -> EntityUid {
     EntityUid::from_json(json!({"type": t, "id": id})).unwrap()
 }
 
+/// Every policy of the folder in one set, ids as stepgate gives them (`@id`, else `<file>:<n>`),
+/// parsed here independently of stepgate's loader and index.
+fn whole_set(dir: &std::path::Path) -> PolicySet {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut set = PolicySet::new();
+    for f in files {
+        let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let parsed: PolicySet = std::fs::read_to_string(&f).unwrap().parse().unwrap();
+        for (n, p) in parsed.policies().enumerate() {
+            let id = p
+                .annotation("id")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{stem}:{n}"));
+            set.add(p.new_id(PolicyId::new(id))).unwrap();
+        }
+    }
+    set
+}
+
 #[tokio::test]
 async fn stepgate_decides_as_cedar_does() {
     let h = Harness::start().await;
-    let bundle = h.app.policies.current();
+    let whole = whole_set(&h.app.settings.policies_dir);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let groups = ["data-eng", "viewers", "analysts", "data-eng-leads", "other"];
     let repos = ["acme/etl", "acme/web", "mallory/etl"];
@@ -56,7 +82,7 @@ async fn stepgate_decides_as_cedar_does() {
         let now_secs = 1_795_000_000 + rng.gen_range(0..7 * 86_400u64);
         let now = UNIX_EPOCH + Duration::from_secs(now_secs);
         let age = rng.gen_range(0..3600u64);
-        let identity = Identity {
+        let identity = std::sync::Arc::new(Identity {
             issuer: ["dev", "corp"][rng.gen_range(0..2)].into(),
             sub: format!("user-{}", rng.gen_range(0..5)),
             email: email.clone(),
@@ -64,7 +90,8 @@ async fn stepgate_decides_as_cedar_does() {
             tags: tags.clone(),
             issued_at: Some(now - Duration::from_secs(age)),
             expires_at: now + Duration::from_secs(600),
-        };
+            cedar: Default::default(),
+        });
         let (step, pipeline, attrs) = steps[rng.gen_range(0..steps.len())];
         let action = actions[rng.gen_range(0..actions.len())];
         let mut input = serde_json::Map::new();
@@ -147,7 +174,7 @@ async fn stepgate_decides_as_cedar_does() {
             None,
         )
         .unwrap();
-        let theirs = Authorizer::new().is_authorized(&req, &bundle.set, &ents);
+        let theirs = Authorizer::new().is_authorized(&req, &whole, &ents);
         let mut their_ids: Vec<String> = theirs
             .diagnostics()
             .reason()

@@ -47,7 +47,7 @@ async fn the_aws_protocol_goes_through_the_same_pipeline() {
         h.sandbox.executions()[0].input,
         r#"{"date":"2026-11-24","output_dataset":"warehouse.nightly"}"#
     );
-    assert_eq!(h.audit_records()[0]["decision"], "allow");
+    assert_eq!(h.audit_records().await[0]["decision"], "allow");
 
     let r = aws(
         &h,

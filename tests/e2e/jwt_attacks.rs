@@ -253,7 +253,7 @@ async fn every_attack_is_401_and_nothing_is_forwarded() {
     assert_eq!(h.sandbox.executions().len(), 1);
 
     // Every 401 is audited as a deny with its reason; no token text in the log.
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     let denies = recs.iter().filter(|r| r["status"] == 401).count();
     assert_eq!(denies, cases.len());
     let raw = std::fs::read_to_string(&h.audit_path).unwrap();

@@ -108,10 +108,31 @@ async fn moto_executions(p: &Peers) -> Vec<Value> {
     list_executions(p, &p.sm_arn).await
 }
 
-/// Every execution of a state machine on moto (all pages), signed with the test user's key.
-pub async fn list_executions(p: &Peers, arn: &str) -> Vec<Value> {
+/// One Step Functions call to moto, signed with the test user's key; the answer's JSON.
+pub async fn sfn_call(p: &Peers, op: &str, body: &Value) -> Value {
     let creds = aws_credential_types::Credentials::new(&p.ak, &p.sk, None, None, "test");
     let host = p.moto.trim_start_matches("http://").to_string();
+    let mut req = http::Request::post(format!("{}/", p.moto))
+        .header("host", &host)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AWSStepFunctions.{op}"))
+        .body(Bytes::from(body.to_string()))
+        .unwrap();
+    stepgate::forward::sigv4::sign_request(
+        &mut req,
+        &creds,
+        "us-east-1",
+        "states",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let (status, body) = body_of(client().request(req.map(Full::new)).await.unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Every execution of a state machine on moto (all pages).
+pub async fn list_executions(p: &Peers, arn: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -119,23 +140,7 @@ pub async fn list_executions(p: &Peers, arn: &str) -> Vec<Value> {
         if let Some(t) = &next {
             body["nextToken"] = t.clone().into();
         }
-        let mut req = http::Request::post(format!("{}/", p.moto))
-            .header("host", &host)
-            .header("content-type", "application/x-amz-json-1.0")
-            .header("x-amz-target", "AWSStepFunctions.ListExecutions")
-            .body(Bytes::from(body.to_string()))
-            .unwrap();
-        stepgate::forward::sigv4::sign_request(
-            &mut req,
-            &creds,
-            "us-east-1",
-            "states",
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        let (status, body) = body_of(client().request(req.map(Full::new)).await.unwrap()).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        let v = sfn_call(p, "ListExecutions", &body).await;
         out.extend(v["executions"].as_array().cloned().unwrap_or_default());
         match v["nextToken"].as_str() {
             Some(t) => next = Some(t.to_string()),
@@ -183,7 +188,7 @@ async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
     assert_eq!(moto_executions(&p).await.len(), before + 1);
 
     // The audit log names the provider's subject.
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     assert!(
         recs.iter()
             .any(|r| r["caller"]["sub"] == "pipeline-bot" && r["decision"] == "allow")
@@ -425,7 +430,7 @@ async fn a_step_signs_with_its_own_assumed_role_and_an_unassumable_role_fails_cl
         r.json
     );
     assert_eq!(moto_executions(&p).await.len(), before + 2);
-    let last = h.audit_records().last().cloned().unwrap();
+    let last = h.audit_records().await.last().cloned().unwrap();
     assert_eq!(
         (last["event"].as_str(), last["status"].as_u64()),
         (Some("outcome"), Some(503))

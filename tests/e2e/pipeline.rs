@@ -30,7 +30,7 @@ async fn allowed_start_is_audited_before_it_is_forwarded() {
     );
 
     // decision (allow) first, then the outcome with the execution id.
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     assert_eq!(recs.len(), 2);
     assert_eq!(
         (recs[0]["event"].as_str(), recs[0]["decision"].as_str()),
@@ -60,7 +60,7 @@ async fn forbidden_start_is_refused_audited_and_not_forwarded() {
     assert_eq!(r.status, 403);
     assert_eq!(error_code(&r), "forbidden");
     assert!(h.sandbox.executions().is_empty());
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     assert_eq!(recs.len(), 1);
     assert!(recs[0].get("input_fields").is_some());
     assert_eq!(recs[0]["decision"], "deny");
@@ -87,7 +87,7 @@ async fn forbid_beats_permit_and_names_the_policy() {
             .contains("no-full-refresh-in-prod")
     );
     assert_eq!(
-        h.audit_records()[0]["reasons"][0],
+        h.audit_records().await[0]["reasons"][0],
         "no-full-refresh-in-prod"
     );
     // The same input on a non-prod step is fine.
@@ -309,7 +309,7 @@ async fn authentication_failures_are_401_with_a_useful_description() {
     }
 
     assert!(h.sandbox.executions().is_empty());
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     assert!(recs.len() >= 8);
     assert!(
         recs.iter()
@@ -424,7 +424,7 @@ async fn upstream_failures_are_502_and_504_with_the_upstream_message() {
         r.json
     );
     // Both were allowed and audited before the attempt, then their outcome recorded.
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     let events: Vec<_> = recs
         .iter()
         .map(|r| (r["event"].as_str().unwrap(), r["status"].as_u64()))
@@ -586,7 +586,7 @@ async fn schema_and_pinned_parameters_guard_the_input() {
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(h.sandbox.executions().len(), 1);
     // Refusals are audited with their reason.
-    let recs = h.audit_records();
+    let recs = h.audit_records().await;
     assert!(
         recs.iter()
             .any(|r| r["status"] == 400 && r["reasons"][0].as_str().unwrap().contains("pinned"))
@@ -627,7 +627,7 @@ async fn rate_limits_answer_429_with_retry_after_per_caller() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(h.sandbox.executions().len(), 3);
-    assert!(h.audit_records().iter().any(|r| r["status"] == 429));
+    assert!(h.audit_records().await.iter().any(|r| r["status"] == 429));
     h.stop().await;
 }
 
@@ -691,26 +691,39 @@ async fn a_repeated_idempotent_start_after_the_run_closed_answers_with_it_or_409
 async fn throttling_is_retried_for_idempotent_calls_only() {
     let h = Harness::start().await;
     let alice = format!("Bearer {}", h.token("alice"));
-    // A start without a name is not idempotent: one attempt, the error comes back.
+    let auth = [("authorization", alice.as_str())];
+    let unnamed = || h.send("POST", "/v1/steps/adhoc-report/executions", &auth, "{}");
+    // A start without a name gets one from stepgate before its decision record is written, so
+    // it is idempotent too: the throttled attempt is retried and one execution lands, under the
+    // name its durable decision record carries.
     h.sandbox.fail_next(400, "ThrottlingException");
     let before = h.sandbox.calls();
-    let r = h
-        .send(
-            "POST",
-            "/v1/steps/adhoc-report/executions",
-            &[("authorization", &alice)],
-            "{}",
-        )
-        .await;
-    assert_eq!(r.status, 502, "{}", r.json);
+    let r = unnamed().await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(h.sandbox.calls() - before, 2);
+    let runs = h.sandbox.executions();
+    assert_eq!(runs.len(), 1);
+    let decision = h
+        .audit_records()
+        .await
+        .into_iter()
+        .find(|x| x["request_id"] == r.json["request_id"] && x["event"] == "decision")
+        .unwrap();
+    let name = decision["execution_name"].as_str().unwrap();
+    assert!(name.starts_with("sg-") && name.len() == 35, "{name}");
     assert!(
-        r.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("ThrottlingException")
+        runs[0].arn.ends_with(&format!(":{name}")),
+        "{}",
+        runs[0].arn
     );
+    assert_eq!(r.json["execution_id"], runs[0].arn.as_str());
+    // A caller's error is not retried: one attempt, the error comes back.
+    h.sandbox.fail_next(400, "InvalidExecutionInput");
+    let before = h.sandbox.calls();
+    let r = unnamed().await;
+    assert_eq!(r.status, 502, "{}", r.json);
     assert_eq!(h.sandbox.calls() - before, 1);
-    assert!(h.sandbox.executions().is_empty());
+    assert_eq!(h.sandbox.executions().len(), 1);
     // A named start is: two throttles, then it lands once.
     h.sandbox.fail_next(400, "ThrottlingException");
     h.sandbox.fail_next(503, "ServiceUnavailable");
@@ -723,7 +736,7 @@ async fn throttling_is_retried_for_idempotent_calls_only() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
-    assert_eq!(h.sandbox.executions().len(), 1);
+    assert_eq!(h.sandbox.executions().len(), 2);
     // Describe is retried too.
     h.sandbox.fail_next(500, "InternalFailure");
     let r = h

@@ -67,7 +67,7 @@ async fn a_bad_edit_is_refused_and_a_good_one_applies_under_load() {
     let applied =
         wait_for(async || h.start_as("alice", "adhoc-report", body).await.status == 403).await;
     assert!(applied, "the good edit did not take effect");
-    let last = h.audit_records().last().cloned().unwrap();
+    let last = h.audit_records().await.last().cloned().unwrap();
     assert_eq!(last["reasons"][0], "freeze-reporting");
     // Other steps are untouched by the new forbid.
     assert_eq!(h.start_as("alice", "nightly-load", body).await.status, 201);

@@ -132,7 +132,10 @@ impl Harness {
         .await
     }
 
-    pub fn audit_records(&self) -> Vec<Value> {
+    /// The audit log's records, once everything submitted so far is durable (outcome records
+    /// go with the next group commit, after the answer).
+    pub async fn audit_records(&self) -> Vec<Value> {
+        self.app.audit.flush().await.unwrap();
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()

@@ -1,0 +1,86 @@
+//! The vocabulary the stages share (DESIGN.md §5): the actions a caller can ask for, and the
+//! per-token slot where authorization keeps the Cedar principal it built for that token. A
+//! module of its own, so no stage reaches back up the pipeline for a type.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A Cedar action on a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Start an execution.
+    Start,
+    /// Stop an execution.
+    Stop,
+    /// Look at an execution.
+    Describe,
+    /// List what one may start.
+    List,
+}
+
+impl Action {
+    /// Every action, in [`Action::index`] order.
+    pub const ALL: [Action; 4] = [Action::Start, Action::Stop, Action::Describe, Action::List];
+
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Describe => "describe",
+            Action::List => "list",
+        }
+    }
+
+    /// Position in [`Action::ALL`] (for per-action tables).
+    pub fn index(self) -> usize {
+        match self {
+            Action::Start => 0,
+            Action::Stop => 1,
+            Action::Describe => 2,
+            Action::List => 3,
+        }
+    }
+
+    /// Parses a Cedar action id.
+    pub fn parse(s: &str) -> Option<Self> {
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// What authorization derived from one verified token, kept with the token in the
+/// verified-token cache so it is built once per token, not once per request: the principal
+/// entity (with its `Group` parents and claim tags), and per step the entity set of the
+/// principal and that step. Opaque to every other stage.
+#[derive(Default)]
+pub struct PrincipalSlot {
+    /// The principal, once built (or why it could not be).
+    pub principal: OnceLock<Result<Arc<cedar_policy::Entity>, String>>,
+    /// Per step: the policy generation it was built for, and the entities.
+    pub per_step: Mutex<HashMap<String, (u64, Arc<cedar_policy::Entities>)>>,
+}
+
+/// Most steps remembered per token; beyond it the slot starts over.
+pub const MAX_STEPS_PER_TOKEN: usize = 64;
+
+impl Clone for PrincipalSlot {
+    /// A clone starts empty: it is a cache, rebuilt on use.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for PrincipalSlot {
+    /// A cache never makes two identities different.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PrincipalSlot {}
+
+impl std::fmt::Debug for PrincipalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrincipalSlot")
+    }
+}
