@@ -210,9 +210,15 @@ fn main() -> ExitCode {
 
 /// One thread when the process may use one CPU (a pinned or 1-CPU container): no work
 /// stealing and no cross-thread wake-ups on the request path. Else one worker per CPU.
+/// `STEPGATE_RUNTIME=multi_thread` or `current_thread` overrides the choice (for measuring).
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cpus == 1 && std::env::var_os("SG_MT").is_none() {
+    let single = match std::env::var("STEPGATE_RUNTIME").as_deref() {
+        Ok("current_thread") => true,
+        Ok("multi_thread") => false,
+        _ => cpus == 1,
+    };
+    let mut builder = if single {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()

@@ -133,7 +133,6 @@ async fn a_full_disk_refuses_starts_forwards_nothing_and_recovers_when_space_is_
     })
     .await;
     assert_eq!(h.start_as("alice", "nightly-load", "{}").await.status, 201);
-    let forwarded = h.sandbox.executions().len();
 
     // Fill the disk to the last byte.
     let filler = disk.0.join("filler");
@@ -143,6 +142,19 @@ async fn a_full_disk_refuses_starts_forwards_nothing_and_recovers_when_space_is_
     while f.write_all(b"x").is_ok() {}
     drop(f);
 
+    // The log's last page may still take a few records; then every start is refused.
+    let mut refused = false;
+    for _ in 0..200 {
+        let r = h.start_as("alice", "nightly-load", "{}").await;
+        if r.status == 503 {
+            assert_eq!(crate::support::error_code(&r), "unavailable", "{}", r.json);
+            refused = true;
+            break;
+        }
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    assert!(refused, "the full disk never refused a start");
+    let forwarded = h.sandbox.executions().len();
     for _ in 0..5 {
         let r = h.start_as("alice", "nightly-load", "{}").await;
         assert_eq!(

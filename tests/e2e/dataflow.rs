@@ -247,13 +247,38 @@ async fn an_idempotency_key_gives_one_job_even_after_it_finished_and_retries() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(g.launches(), 2);
-    // An unnamed start is launched once: the failure is the answer, with Google's message.
+    // An unnamed start is named by stepgate before its decision record, so it is retried
+    // too and lands once, as the job its decision record names.
     g.fail_next_dataflow(503, "UNAVAILABLE");
     let r = h
         .start_as(
             "alice",
             "classic",
             r#"{"input": {"inputFile": "gs://in/d.txt"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    assert_eq!(g.launches(), 3);
+    let decision = h
+        .audit_records()
+        .await
+        .into_iter()
+        .find(|x| x["request_id"] == r.json["request_id"] && x["event"] == "decision")
+        .unwrap();
+    let job = g
+        .jobs()
+        .into_iter()
+        .find(|j| j["id"] == r.json["execution_id"])
+        .unwrap();
+    assert_eq!(job["name"], decision["execution_name"]);
+    assert!(job["name"].as_str().unwrap().contains("-sg-"), "{job}");
+    // A refusal is not retried: it is the answer, with Google's message.
+    g.fail_next_dataflow(400, "INVALID_ARGUMENT");
+    let r = h
+        .start_as(
+            "alice",
+            "classic",
+            r#"{"input": {"inputFile": "gs://in/e.txt"}}"#,
         )
         .await;
     assert_eq!(
@@ -266,11 +291,11 @@ async fn an_idempotency_key_gives_one_job_even_after_it_finished_and_retries() {
         r.json["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("UNAVAILABLE"),
+            .contains("INVALID_ARGUMENT"),
         "{}",
         r.json
     );
-    assert_eq!(g.launches(), 2);
+    assert_eq!(g.launches(), 3);
     h.stop().await;
 }
 
