@@ -10,9 +10,10 @@
 # 10,000 policies), and nginx as a plain keep-alive reverse proxy. The same wrk load (CONNS
 # connections, 16 callers' tokens in rotation, a ~200-byte JSON start) runs against
 # (a) the upstream directly, (b) nginx, (c) stepgate, (d) stepgate at scale, interleaved, REPS
-# times, DURATION seconds each. Prints requests/s, p50 and p99 per target (median over the
-# repetitions), the ratios, and stepgate's RSS at idle, after the runs, and under BIG_CONNS
-# connections. Everything it starts is stopped on exit.
+# times, DURATION seconds each, pinned as ../shared/bench pins its peers (wrk on CPU 0, the
+# servers on CPU 1; PIN=0 turns it off). Prints requests/s, p50, p99 and CPU per request per
+# target (median over the repetitions), the ratios, and stepgate's RSS at idle, after the runs,
+# and under BIG_CONNS connections. Everything it starts is stopped on exit.
 set -euo pipefail
 
 DURATION=${DURATION:-10}

@@ -8,11 +8,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use stepgate::cmd;
 
-/// mimalloc: the request path allocates many small, short-lived values (headers, JSON, Cedar
-/// values); glibc's malloc was ~10% of a pinned load profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Identity-aware reverse proxy for pipeline triggers: OIDC callers, Cedar policies per step,
 /// a hash-chained audit log written before anything is forwarded, and signed forwards to
 /// AWS Step Functions with stepgate's own credentials.
