@@ -33,8 +33,6 @@ pub struct Trail {
     input_sha256: Option<String>,
     input_fields: Option<serde_json::Map<String, serde_json::Value>>,
     reasons: Vec<String>,
-    /// The name a start's execution gets (its decision record carries it).
-    execution_name: Option<String>,
     /// The allow decision is durable: what follows is an `outcome`.
     ticket: Option<AuditTicket>,
     /// A fronted AWS request: answers in the AWS JSON protocol's shapes.
@@ -68,6 +66,16 @@ impl Trail {
             sub: id.sub.clone(),
             email: id.email.clone(),
         });
+    }
+
+    /// Writes a record of how the request ended: after a durable decision it is the outcome,
+    /// written with the next group commit; otherwise it is the decision itself (a refusal),
+    /// durable before it is answered.
+    async fn record(&self, app: &App, entry: Entry) -> Result<u64, crate::audit::AuditError> {
+        match &self.ticket {
+            Some(ticket) => app.audit.write_outcome(ticket, entry),
+            None => app.audit.write(entry).await,
+        }
     }
 
     fn latency_ms(&self) -> u64 {
@@ -132,7 +140,6 @@ where
         input_sha256: None,
         input_fields: None,
         reasons: Vec::new(),
-        execution_name: None,
         ticket: None,
         aws: false,
     };
@@ -163,13 +170,7 @@ where
                 step = trail.step.as_deref().unwrap_or(""), reason = %e,
                 "Request refused."
             );
-            // A forwarded request's failure is its outcome: its decision is durable already.
-            // A refusal is the decision itself, and is durable before it is answered.
-            let written = match &trail.ticket {
-                Some(ticket) => app.audit.write_outcome(ticket, entry),
-                None => app.audit.write(entry).await,
-            };
-            if let Err(ae) = written {
+            if let Err(ae) = trail.record(app, entry).await {
                 tracing::error!(message = "Could not audit a refused request.", error = %ae);
             }
             if trail.aws {
@@ -277,14 +278,13 @@ where
         start,
         validate::Naming {
             idempotency_key: idem,
-            fresh: validate::fresh_name(rand::random()),
+            random: rand::random(),
         },
         &app.guardrails,
         list,
     )?; // 400
-    trail.execution_name = trigger.execution_name();
     let mut decision = trail.entry(app, "decision", "allow");
-    decision.execution_name = trail.execution_name.clone();
+    decision.execution_name = trigger.execution_name().map(str::to_string);
     let ticket = trail
         .ticket
         .insert(app.audit.write_decision(decision).await?); // 503: nothing sent
@@ -339,11 +339,7 @@ where
     entry.status = Some(status.as_u16());
     entry.execution_id = outcome.execution_id().map(str::to_string);
     entry.latency_ms = Some(trail.latency_ms());
-    let written = match &trail.ticket {
-        Some(ticket) => app.audit.write_outcome(ticket, entry),
-        None => Err(crate::audit::AuditError::Io("no decision ticket".into())),
-    };
-    if let Err(e) = written {
+    if let Err(e) = trail.record(app, entry).await {
         // The trigger happened and its decision is on record; report it, do not hide the result.
         tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
     }

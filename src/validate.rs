@@ -190,7 +190,8 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, InvalidInput> 
 pub enum Operation {
     /// Start an execution with this input (JSON text, sent byte-identical on retries).
     Start {
-        /// Execution name: the caller's, the one its `Idempotency-Key` stands for, or one made
+        /// The name the upstream gives the execution (Step Functions) or job (Dataflow:
+        /// `<job_name_prefix>-<name>`), from the caller's name, its `Idempotency-Key`, or made
         /// for this request. Every start is named before it is audited, so each execution maps
         /// to its durable decision record.
         name: String,
@@ -237,26 +238,23 @@ impl ValidatedTrigger {
         &self.operation
     }
     /// The name the upstream execution or job gets (a start's audit `execution_name`).
-    pub fn execution_name(&self) -> Option<String> {
-        let Operation::Start { name, .. } = &self.operation else {
-            return None;
-        };
-        Some(match &self.step.target {
-            StepTarget::Dataflow(t) => format!("{}-{name}", t.job_name_prefix),
-            StepTarget::StepFunctions { .. } => name.clone(),
-        })
+    pub fn execution_name(&self) -> Option<&str> {
+        match &self.operation {
+            Operation::Start { name, .. } => Some(name),
+            _ => None,
+        }
     }
 }
 
 /// How a start's execution is named: the caller's `Idempotency-Key`, if it sent one, and the
-/// name to use when the request names nothing (made by the caller of [`trigger`], which owns
-/// the randomness).
+/// randomness for a name when the request names nothing (given by the caller of [`trigger`],
+/// which owns the randomness; turned into [`fresh_name`] only when needed).
 #[derive(Debug, Clone)]
 pub struct Naming<'a> {
     /// The `Idempotency-Key` header.
     pub idempotency_key: Option<&'a str>,
-    /// A fresh name ([`fresh_name`]).
-    pub fresh: String,
+    /// Randomness for [`fresh_name`].
+    pub random: u128,
 }
 
 /// A name for an unnamed start: `sg-` and 32 hex digits of the given randomness.
@@ -312,25 +310,29 @@ pub fn trigger(
             };
             let (name, fresh) = match name {
                 Some(n) => (n, false),
-                None => (naming.fresh, true),
+                None => (fresh_name(naming.random), true),
             };
             let dataflow = match &step.target {
                 StepTarget::Dataflow(t) => Some(t),
                 StepTarget::StepFunctions { .. } => None,
             };
-            let n = &name;
-            if !valid_execution_name(n) {
+            if !valid_execution_name(&name) {
                 return Err(InvalidInput(format!(
-                    "execution name `{n}` must be 1-80 letters, digits, `-` or `_`"
+                    "execution name `{name}` must be 1-80 letters, digits, `-` or `_`"
                 )));
             }
-            if let Some(t) = dataflow
-                && !crate::config::valid_dataflow_job_name(&format!("{}-{n}", t.job_name_prefix))
-            {
-                return Err(InvalidInput(format!(
-                    "job name `{n}` must be lowercase letters, digits and `-`, not ending in `-` (Dataflow's job names)"
-                )));
-            }
+            let name = match dataflow {
+                None => name,
+                Some(t) => {
+                    let job = format!("{}-{name}", t.job_name_prefix);
+                    if !crate::config::valid_dataflow_job_name(&job) {
+                        return Err(InvalidInput(format!(
+                            "job name `{name}` must be lowercase letters, digits and `-`, not ending in `-` (Dataflow's job names)"
+                        )));
+                    }
+                    job
+                }
+            };
             let input = body.input.unwrap_or_else(|| serde_json::json!({}));
             let parameters = match dataflow {
                 Some(_) => Some(template_parameters(&input)?),

@@ -95,15 +95,24 @@ impl Commit {
         self.notify.notify_waiters();
     }
 
-    async fn wait(&self) -> Result<(), String> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(r) = self.result.get() {
-                return r.clone();
+    /// Waits for the commit, at most [`DURABLE_WAIT`].
+    async fn wait(&self) -> Result<(), AuditError> {
+        let done = async {
+            loop {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(r) = self.result.get() {
+                    return r.clone();
+                }
+                notified.await;
             }
-            notified.await;
+        };
+        match tokio::time::timeout(DURABLE_WAIT, done).await {
+            Ok(r) => r.map_err(AuditError::Io),
+            Err(_) => Err(AuditError::Io(format!(
+                "audit records not durable within {DURABLE_WAIT:?}"
+            ))),
         }
     }
 }
@@ -118,9 +127,10 @@ struct Open {
 }
 
 impl Open {
-    fn new() -> Self {
+    /// An empty batch writing into `buf` (a buffer of an earlier batch, cleared, when there is one).
+    fn new(buf: Vec<u8>) -> Self {
         Self {
-            buf: Vec::with_capacity(16 * 1024),
+            buf,
             count: 0,
             waited: 0,
             commit: Commit::new(),
@@ -143,6 +153,17 @@ struct Chain {
     /// The writer is parked, waiting for a record.
     writer_idle: bool,
     stopped: bool,
+}
+
+impl Chain {
+    /// Wakes the writer if it is parked: someone waits on the open batch.
+    fn call_writer(&mut self, wake: &std::sync::Condvar) {
+        self.open.waited += 1;
+        if self.writer_idle {
+            self.writer_idle = false;
+            wake.notify_one();
+        }
+    }
 }
 
 struct Shared {
@@ -285,7 +306,7 @@ impl FileLog {
                 hash: hash.clone(),
                 durable_seq: seq,
                 durable_hash: hash,
-                open: Open::new(),
+                open: Open::new(Vec::with_capacity(16 * 1024)),
                 in_flight: None,
                 writer_idle: false,
                 stopped: false,
@@ -324,13 +345,7 @@ impl FileLog {
     /// Appends an entry and waits until it is durable; returns its `seq`.
     pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         let (seq, commit) = self.submit(&entry, true)?;
-        match tokio::time::timeout(DURABLE_WAIT, commit.wait()).await {
-            Ok(Ok(())) => Ok(seq),
-            Ok(Err(e)) => Err(AuditError::Io(e)),
-            Err(_) => Err(AuditError::Io(format!(
-                "audit record not durable within {DURABLE_WAIT:?}"
-            ))),
-        }
+        commit.wait().await.map(|()| seq)
     }
 
     /// Appends an entry to the next group commit without waiting for it; returns its `seq`.
@@ -353,25 +368,13 @@ impl FileLog {
             pending.extend(c.in_flight.clone());
             if c.open.count > 0 {
                 // Someone waits on the open batch now: no lingering.
-                c.open.waited += 1;
                 pending.push(c.open.commit.clone());
-                if c.writer_idle {
-                    c.writer_idle = false;
-                    self.shared.wake.notify_one();
-                }
+                c.call_writer(&self.shared.wake);
             }
             pending
         };
         for commit in pending {
-            match tokio::time::timeout(DURABLE_WAIT, commit.wait()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(AuditError::Io(e)),
-                Err(_) => {
-                    return Err(AuditError::Io(format!(
-                        "audit records not durable within {DURABLE_WAIT:?}"
-                    )));
-                }
-            }
+            commit.wait().await?;
         }
         Ok(())
     }
@@ -397,11 +400,7 @@ impl FileLog {
         c.open.count += 1;
         let commit = c.open.commit.clone();
         if wait {
-            c.open.waited += 1;
-        }
-        if wait && c.writer_idle {
-            c.writer_idle = false;
-            self.shared.wake.notify_one();
+            c.call_writer(&self.shared.wake);
         }
         Ok((seq, commit))
     }
@@ -465,8 +464,7 @@ impl Writer {
                     }
                 }
                 c.writer_idle = false;
-                let mut next = Open::new();
-                std::mem::swap(&mut next.buf, &mut spare);
+                let next = Open::new(std::mem::take(&mut spare));
                 let batch = std::mem::replace(&mut c.open, next);
                 c.in_flight = Some(batch.commit.clone());
                 (batch, (c.seq, c.hash.clone()))
@@ -485,7 +483,8 @@ impl Writer {
                         c.seq = c.durable_seq;
                         c.hash = c.durable_hash.clone();
                         if c.open.count > 0 {
-                            failed_next = Some(std::mem::replace(&mut c.open, Open::new()));
+                            failed_next =
+                                Some(std::mem::replace(&mut c.open, Open::new(Vec::new())));
                         }
                     }
                 }

@@ -130,16 +130,12 @@ impl Policies {
     /// The principal and the entity set of (principal, step), from the token's slot when it
     /// has them for this generation, else built and kept there.
     fn entities(
-        &self,
+        vocabulary: &Vocabulary,
         identity: &Identity,
         step: &str,
         step_entity: &cedar_policy::Entity,
         generation: u64,
     ) -> Result<(Arc<cedar_policy::Entity>, Arc<Entities>), AuthzError> {
-        let vocabulary = self
-            .vocabulary
-            .as_ref()
-            .map_err(|e| AuthzError(e.clone()))?;
         let slot = &identity.cedar;
         let principal = slot
             .principal
@@ -184,7 +180,8 @@ impl Policies {
             .steps
             .get(step)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
-        let (principal, ents) = self.entities(identity, step, step_entity, live.generation)?;
+        let (principal, ents) =
+            Self::entities(vocabulary, identity, step, step_entity, live.generation)?;
         let context = entities::context(facts, identity, self.source_ip(facts.source_ip))
             .map_err(|e| AuthzError(e.0))?;
         let request = Request::new(

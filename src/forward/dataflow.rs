@@ -73,18 +73,18 @@ impl Client<'_> {
 
     /// Launches the step's template with `parameters` (the validated input; `input` is its JSON
     /// text, whose digest labels the job). Every start is named (the caller's name, its
-    /// `Idempotency-Key`'s, or one made for the request), so a retry finds its own job: a name
-    /// not `fresh` is first looked up, and a job of that name with the same input is the answer.
+    /// `Idempotency-Key`'s, or one made for the request; `job_name` carries the step's prefix),
+    /// so a retry finds its own job: a name not `fresh` is first looked up, and a job of that
+    /// name with the same input is the answer.
     pub async fn start(
         &self,
-        name: &str,
+        job_name: &str,
         fresh: bool,
         input: &str,
         parameters: &serde_json::Map<String, Value>,
     ) -> Result<Outcome, UpstreamError> {
-        let job_name = format!("{}-{name}", self.target.job_name_prefix);
         let digest = input_digest(input);
-        if !fresh && let Some(found) = self.existing(&job_name, &digest).await? {
+        if !fresh && let Some(found) = self.existing(job_name, &digest).await? {
             return Ok(found);
         }
         let mut environment = self.target.environment.clone();
@@ -129,7 +129,7 @@ impl Client<'_> {
             }
             // A job of that name is active: ours from an earlier try, or another input's.
             Err(UpstreamError::Answered { code, .. }) if code == "ALREADY_EXISTS" => {
-                match self.existing(&job_name, &digest).await? {
+                match self.existing(job_name, &digest).await? {
                     Some(found) => Ok(found),
                     None => Err(UpstreamError::Conflict(format!(
                         "Dataflow has an active job named `{job_name}` that is not visible to this step"

@@ -247,24 +247,14 @@ async fn an_idempotency_key_gives_one_job_even_after_it_finished_and_retries() {
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(g.launches(), 2);
+    let start_classic = |body: &'static str| h.start_as("alice", "classic", body);
     // An unnamed start is named by stepgate before its decision record, so it is retried
     // too and lands once, as the job its decision record names.
     g.fail_next_dataflow(503, "UNAVAILABLE");
-    let r = h
-        .start_as(
-            "alice",
-            "classic",
-            r#"{"input": {"inputFile": "gs://in/d.txt"}}"#,
-        )
-        .await;
+    let r = start_classic(r#"{"input": {"inputFile": "gs://in/d.txt"}}"#).await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(g.launches(), 3);
-    let decision = h
-        .audit_records()
-        .await
-        .into_iter()
-        .find(|x| x["request_id"] == r.json["request_id"] && x["event"] == "decision")
-        .unwrap();
+    let decision = h.decision_of(&r).await;
     let job = g
         .jobs()
         .into_iter()
@@ -274,13 +264,7 @@ async fn an_idempotency_key_gives_one_job_even_after_it_finished_and_retries() {
     assert!(job["name"].as_str().unwrap().contains("-sg-"), "{job}");
     // A refusal is not retried: it is the answer, with Google's message.
     g.fail_next_dataflow(400, "INVALID_ARGUMENT");
-    let r = h
-        .start_as(
-            "alice",
-            "classic",
-            r#"{"input": {"inputFile": "gs://in/e.txt"}}"#,
-        )
-        .await;
+    let r = start_classic(r#"{"input": {"inputFile": "gs://in/e.txt"}}"#).await;
     assert_eq!(
         (r.status, error_code(&r)),
         (502, "upstream_error"),

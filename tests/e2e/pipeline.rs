@@ -703,12 +703,7 @@ async fn throttling_is_retried_for_idempotent_calls_only() {
     assert_eq!(h.sandbox.calls() - before, 2);
     let runs = h.sandbox.executions();
     assert_eq!(runs.len(), 1);
-    let decision = h
-        .audit_records()
-        .await
-        .into_iter()
-        .find(|x| x["request_id"] == r.json["request_id"] && x["event"] == "decision")
-        .unwrap();
+    let decision = h.decision_of(&r).await;
     let name = decision["execution_name"].as_str().unwrap();
     assert!(name.starts_with("sg-") && name.len() == 35, "{name}");
     assert!(

@@ -143,6 +143,15 @@ impl Harness {
             .collect()
     }
 
+    /// The decision record of the request that got `reply`.
+    pub async fn decision_of(&self, reply: &Reply) -> Value {
+        self.audit_records()
+            .await
+            .into_iter()
+            .find(|x| x["request_id"] == reply.json["request_id"] && x["event"] == "decision")
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
