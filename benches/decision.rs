@@ -110,10 +110,11 @@ fn benches(c: &mut Criterion) {
             )
         })
         .collect();
+    let input = serde_json::json!({"date": "2026-11-24"});
     let facts = RequestFacts {
         source_ip: [10, 0, 0, 1].into(),
         now: SystemTime::now(),
-        input: Some(serde_json::json!({"date": "2026-11-24"})),
+        input: Some(&input),
     };
     let mut load = c.benchmark_group("load");
     load.sample_size(10);

@@ -5,6 +5,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// The body of a start: `{"input": {...}, "name": "optional"}` (the native API's, or what a
+/// fronted API's start maps to).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// The execution input (a JSON object); `{}` when absent.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    /// Execution name; AWS generates one when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// A Cedar action on a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {

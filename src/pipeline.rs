@@ -208,10 +208,12 @@ where
     let (parts, body) = req.into_parts();
     let identity = app.authn.authenticate(&parts.headers).await?; // 401 / 503
     trail.set_identity(&identity);
-    let mut body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
+    let body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
     if !body.is_empty() {
         trail.input_sha256 = Some(sha256_hex(&body));
     }
+    // A fronted API's start arrives already parsed into the native shape.
+    let mut fronted_start = None;
     let route = match endpoint {
         Endpoint::ListSteps => {
             trail.action = Some(Action::List);
@@ -229,9 +231,9 @@ where
                 .headers
                 .get("x-amz-target")
                 .and_then(|v| v.to_str().ok());
-            let (r, native) =
+            let (r, start) =
                 route::aws_states(target, &body, app.steps.values().map(|s| s.as_ref()))?; // 403 / 400
-            body = native;
+            fronted_start = start;
             r
         }
         _ => return Err(Error::Unavailable("unroutable".into())),
@@ -251,17 +253,20 @@ where
         _ => None,
     };
     let start = match route.action {
-        Action::Start => Some(validate::apply_pinned(
-            &step,
-            validate::parse_start_body(&body)?,
-        )?), // 400
+        Action::Start => {
+            let parsed = match fronted_start {
+                Some(s) => validate::check_start_body(s)?,
+                None => validate::parse_start_body(&body)?,
+            };
+            Some(validate::apply_pinned(&step, parsed)?) // 400
+        }
         _ => None,
     };
     trail.input_fields = audit_fields(&step, start.as_ref());
     let facts = RequestFacts {
         source_ip: trail.source_ip,
         now: app.clock.now(),
-        input: start.as_ref().and_then(|s| s.input.clone()),
+        input: start.as_ref().and_then(|s| s.input.as_ref()),
     };
     let permit = app
         .policies
@@ -357,7 +362,7 @@ where
 async fn list_steps(
     app: &App,
     identity: &std::sync::Arc<Identity>,
-    facts: &RequestFacts,
+    facts: &RequestFacts<'_>,
     trail: &mut Trail,
 ) -> Result<Response<Body>, Error> {
     let mut steps = Vec::new();

@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use crate::model::Action;
+use crate::model::{Action, StartBody};
 
 /// What a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub fn aws_states<'a>(
     target: Option<&str>,
     body: &[u8],
     steps: impl IntoIterator<Item = &'a crate::config::StepSettings>,
-) -> Result<(StepRoute, bytes::Bytes), RouteError> {
+) -> Result<(StepRoute, Option<StartBody>), RouteError> {
     use crate::config::StepTarget;
     let op = target
         .and_then(|t| t.strip_prefix("AWSStepFunctions."))
@@ -123,16 +123,16 @@ pub fn aws_states<'a>(
                 Some(text) => serde_json::from_str(text)
                     .map_err(|e| RouteError::Malformed(format!("`input` is not JSON: {e}")))?,
             };
-            let mut native = serde_json::json!({"input": input});
-            if let Some(n) = field("name") {
-                native["name"] = n.into();
-            }
+            let start = StartBody {
+                input: Some(input),
+                name: field("name").map(str::to_string),
+            };
             let route = StepRoute {
                 step: step.name.clone(),
                 action: Action::Start,
                 execution: None,
             };
-            Ok((route, bytes::Bytes::from(native.to_string())))
+            Ok((route, Some(start)))
         }
         "DescribeExecution" | "StopExecution" => {
             let arn = field("executionArn")
@@ -148,7 +148,7 @@ pub fn aws_states<'a>(
                 action,
                 execution: Some(arn.to_string()),
             };
-            Ok((route, bytes::Bytes::new()))
+            Ok((route, None))
         }
         other => Err(RouteError::Denied(format!(
             "operation `{other}` is not available through stepgate"

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::authz::Permit;
@@ -14,17 +13,7 @@ use crate::model::Action;
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-/// The body of a start: `{"input": {...}, "name": "optional"}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartBody {
-    /// The execution input (a JSON object); `{}` when absent.
-    #[serde(default)]
-    pub input: Option<serde_json::Value>,
-    /// Execution name; AWS generates one when absent.
-    #[serde(default)]
-    pub name: Option<String>,
-}
+pub use crate::model::StartBody;
 
 /// Parses a start body. Empty body = empty input.
 pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
@@ -33,6 +22,11 @@ pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
     }
     let b: StartBody = serde_json::from_slice(body)
         .map_err(|e| InvalidInput(format!("body is not a valid start request: {e}")))?;
+    check_start_body(b)
+}
+
+/// A start's `input`, when given, must be a JSON object.
+pub fn check_start_body(b: StartBody) -> Result<StartBody, InvalidInput> {
     if let Some(i) = &b.input
         && !i.is_object()
     {

@@ -14,13 +14,13 @@ use crate::model::Action;
 
 /// Request facts visible to policies as `context`.
 #[derive(Debug, Clone)]
-pub struct RequestFacts {
+pub struct RequestFacts<'a> {
     /// The caller's address.
     pub source_ip: IpAddr,
     /// Decision time.
     pub now: SystemTime,
     /// The start input, when there is one.
-    pub input: Option<serde_json::Value>,
+    pub input: Option<&'a serde_json::Value>,
 }
 
 /// Why entities could not be built.
@@ -161,10 +161,13 @@ fn iso_weekday(days: u64) -> i64 {
 
 /// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
 /// expression parses the extension's name, so callers keep them per address.
+/// `with_input: false` leaves `input` out (no policy reads it; converting it is the costliest
+/// part of a context).
 pub fn context(
-    facts: &RequestFacts,
+    facts: &RequestFacts<'_>,
     identity: &Identity,
     source_ip: RestrictedExpression,
+    with_input: bool,
 ) -> Result<Context, EntityError> {
     let now = unix_secs(facts.now);
     let token_age = identity
@@ -198,8 +201,7 @@ pub fn context(
     ];
     if let Some(input) = facts
         .input
-        .as_ref()
-        .filter(|v| v.is_object())
+        .filter(|v| with_input && v.is_object())
         .and_then(json_value)
     {
         pairs.push(("input".to_string(), input));

@@ -168,7 +168,7 @@ impl Policies {
         identity: &Arc<Identity>,
         step: &str,
         action: Action,
-        facts: &RequestFacts,
+        facts: &RequestFacts<'_>,
     ) -> Result<Result<Permit, Denied>, AuthzError> {
         let live = self.live.load();
         let bundle = &live.bundle;
@@ -182,8 +182,13 @@ impl Policies {
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
         let (principal, ents) =
             Self::entities(vocabulary, identity, step, step_entity, live.generation)?;
-        let context = entities::context(facts, identity, self.source_ip(facts.source_ip))
-            .map_err(|e| AuthzError(e.0))?;
+        let context = entities::context(
+            facts,
+            identity,
+            self.source_ip(facts.source_ip),
+            bundle.reads_input,
+        )
+        .map_err(|e| AuthzError(e.0))?;
         let request = Request::new(
             principal.uid(),
             vocabulary.action(action).clone(),

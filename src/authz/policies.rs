@@ -32,6 +32,9 @@ pub struct PolicyBundle {
     /// many policies are about other steps. A policy outside a request's scopes could only
     /// evaluate to "not applicable", so decisions are the same as over the whole set.
     pub index: HashMap<String, [PolicySet; 4]>,
+    /// Whether any policy file mentions `input`. When none does, no policy can read
+    /// `context.input`, and decisions skip converting the start input to a Cedar record.
+    pub reads_input: bool,
 }
 
 impl PolicyBundle {
@@ -318,6 +321,7 @@ pub fn build(
         }
     }
     Ok(PolicyBundle {
+        reads_input: src.policies.iter().any(|(_, text)| text.contains("input")),
         index,
         policy_count: set.policies().count(),
         steps: step_entities,

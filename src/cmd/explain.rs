@@ -91,7 +91,7 @@ pub async fn run(a: ExplainArgs<'_>) -> ExitCode {
     let facts = RequestFacts {
         source_ip: a.source_ip,
         now: deps.clock.now(),
-        input,
+        input: input.as_ref(),
     };
     match Policies::new(bundle).decide(&identity, a.step, action, &facts) {
         Ok(Ok(permit)) => {

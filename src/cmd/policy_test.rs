@@ -163,7 +163,7 @@ fn run_case(
             .source_ip
             .unwrap_or(IpAddr::from([127, 0, 0, 1])),
         now: time,
-        input,
+        input: input.as_ref(),
     };
     let (got, ids) = match policies
         .decide(&identity, &case.step, action, &facts)

@@ -102,10 +102,11 @@ async fn stepgate_decides_as_cedar_does() {
             input.insert("date".into(), json!("2026-11-24"));
         }
         let ip = [[10, 1, 2, 3], [127, 0, 0, 1], [203, 0, 113, 9]][rng.gen_range(0..3)];
+        let input = serde_json::Value::Object(input.clone());
         let facts = RequestFacts {
             source_ip: ip.into(),
             now,
-            input: Some(serde_json::Value::Object(input.clone())),
+            input: Some(&input),
         };
 
         // stepgate's decision.
