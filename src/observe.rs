@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Action (`start`, ... or `none`).
-    pub action: String,
+    pub action: &'static str,
     /// HTTP status.
     pub status: u16,
 }
@@ -29,7 +29,7 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `allow` or `deny`.
-    pub decision: String,
+    pub decision: &'static str,
 }
 
 /// Labels of a credential provider.

@@ -151,9 +151,7 @@ where
             if trail.ticket.is_none() {
                 app.metrics
                     .decisions
-                    .get_or_create(&crate::observe::DecisionLabels {
-                        decision: "deny".into(),
-                    })
+                    .get_or_create(&crate::observe::DecisionLabels { decision: "deny" })
                     .inc();
             }
             let (event, decision) = if trail.ticket.is_some() {
@@ -183,11 +181,7 @@ where
     app.metrics
         .requests
         .get_or_create(&crate::observe::RequestLabels {
-            action: trail
-                .action
-                .map(|a| a.as_str())
-                .unwrap_or("none")
-                .to_string(),
+            action: trail.action.map_or("none", |a| a.as_str()),
             status: response.status().as_u16(),
         })
         .inc();
@@ -295,9 +289,7 @@ where
         .insert(app.audit.write_decision(decision).await?); // 503: nothing sent
     app.metrics
         .decisions
-        .get_or_create(&crate::observe::DecisionLabels {
-            decision: "allow".into(),
-        })
+        .get_or_create(&crate::observe::DecisionLabels { decision: "allow" })
         .inc();
     let upstream_started = Instant::now();
     let outcome = forward::send(&app.upstreams, &trigger, ticket).await;

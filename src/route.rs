@@ -83,8 +83,22 @@ pub fn source_ip(
         .unwrap_or(peer)
 }
 
+/// The members of a fronted Step Functions request that stepgate reads (others are ignored).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AwsRequest<'a> {
+    #[serde(borrow, default)]
+    state_machine_arn: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    execution_arn: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Maps a fronted Step Functions request (`X-Amz-Target` and its JSON body) to the step whose
-/// state machine it names and the action its operation is, and rewrites its body into the native
+/// state machine it names and the action its operation is; a start's body becomes the native
 /// start body (`{"input": {...}, "name": ...}`), so every later stage is the same. Pure.
 pub fn aws_states<'a>(
     target: Option<&str>,
@@ -97,63 +111,59 @@ pub fn aws_states<'a>(
         .ok_or_else(|| {
             RouteError::Malformed("`X-Amz-Target: AWSStepFunctions.<operation>` is required".into())
         })?;
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| RouteError::Malformed(format!("body is not JSON: {e}")))?;
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
-    let steps: Vec<&crate::config::StepSettings> = steps.into_iter().collect();
-    let by_machine = |arn: &str| {
-        steps
-            .iter()
-            .find(|s| matches!(&s.target, StepTarget::StepFunctions { arn: m, .. } if m.arn == arn))
+    let action = match op {
+        "StartExecution" => Action::Start,
+        "DescribeExecution" => Action::Describe,
+        "StopExecution" => Action::Stop,
+        other => {
+            return Err(RouteError::Denied(format!(
+                "operation `{other}` is not available through stepgate"
+            )));
+        }
     };
-    let by_execution = |arn: &str| {
-        steps.iter().find(|s| {
+    let req: AwsRequest<'_> = serde_json::from_slice(body)
+        .map_err(|e| RouteError::Malformed(format!("body is not a Step Functions request: {e}")))?;
+    let unmapped = |arn: &str| RouteError::Denied(format!("`{arn}` maps to no step of this proxy"));
+    if action == Action::Start {
+        let arn = req
+            .state_machine_arn
+            .ok_or_else(|| RouteError::Malformed("`stateMachineArn` is required".into()))?;
+        let step = steps
+            .into_iter()
+            .find(|s| matches!(&s.target, StepTarget::StepFunctions { arn: m, .. } if m.arn == arn))
+            .ok_or_else(|| unmapped(&arn))?;
+        let input = match req.input {
+            None => serde_json::json!({}),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| RouteError::Malformed(format!("`input` is not JSON: {e}")))?,
+        };
+        let start = StartBody {
+            input: Some(input),
+            name: req.name.map(std::borrow::Cow::into_owned),
+        };
+        let route = StepRoute {
+            step: step.name.clone(),
+            action,
+            execution: None,
+        };
+        return Ok((route, Some(start)));
+    }
+    let arn = req
+        .execution_arn
+        .ok_or_else(|| RouteError::Malformed("`executionArn` is required".into()))?;
+    let step = steps
+        .into_iter()
+        .find(|s| {
             matches!(&s.target, StepTarget::StepFunctions { arn: m, .. }
                 if arn.starts_with(&m.execution_prefix()))
         })
+        .ok_or_else(|| unmapped(&arn))?;
+    let route = StepRoute {
+        step: step.name.clone(),
+        action,
+        execution: Some(arn.into_owned()),
     };
-    let unmapped = |arn: &str| RouteError::Denied(format!("`{arn}` maps to no step of this proxy"));
-    match op {
-        "StartExecution" => {
-            let arn = field("stateMachineArn")
-                .ok_or_else(|| RouteError::Malformed("`stateMachineArn` is required".into()))?;
-            let step = by_machine(arn).ok_or_else(|| unmapped(arn))?;
-            let input = match field("input") {
-                None => serde_json::json!({}),
-                Some(text) => serde_json::from_str(text)
-                    .map_err(|e| RouteError::Malformed(format!("`input` is not JSON: {e}")))?,
-            };
-            let start = StartBody {
-                input: Some(input),
-                name: field("name").map(str::to_string),
-            };
-            let route = StepRoute {
-                step: step.name.clone(),
-                action: Action::Start,
-                execution: None,
-            };
-            Ok((route, Some(start)))
-        }
-        "DescribeExecution" | "StopExecution" => {
-            let arn = field("executionArn")
-                .ok_or_else(|| RouteError::Malformed("`executionArn` is required".into()))?;
-            let step = by_execution(arn).ok_or_else(|| unmapped(arn))?;
-            let action = if op == "StopExecution" {
-                Action::Stop
-            } else {
-                Action::Describe
-            };
-            let route = StepRoute {
-                step: step.name.clone(),
-                action,
-                execution: Some(arn.to_string()),
-            };
-            Ok((route, None))
-        }
-        other => Err(RouteError::Denied(format!(
-            "operation `{other}` is not available through stepgate"
-        ))),
-    }
+    Ok((route, None))
 }
 
 /// Resolves a request line. Path segments are percent-decoded.

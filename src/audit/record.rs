@@ -145,39 +145,31 @@ pub struct Prepared {
     line_mid: Vec<u8>,
 }
 
-/// The line's members from `time` to `input_fields`, in [`Record`]'s order.
-#[derive(Serialize)]
-struct LineMid<'a> {
-    time: &'a str,
-    request_id: &'a str,
-    event: &'a str,
-    caller: &'a Option<CallerRef>,
-    action: &'a Option<String>,
-    step: &'a Option<String>,
-    decision: &'a str,
-    reasons: &'a [String],
-    input_sha256: &'a Option<String>,
-    status: Option<u16>,
-    execution_id: &'a Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    execution_name: Option<&'a String>,
-    latency_ms: Option<u64>,
-    source_ip: &'a Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    input_fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
+/// Each member value of an entry serialized once, as JSON text, into one buffer; the canonical
+/// form and the line are both assembled from these bytes (they differ only in member order).
+struct Values {
+    buf: Vec<u8>,
 }
 
-fn member<T: Serialize + ?Sized>(
-    buf: &mut Vec<u8>,
-    key: &str,
-    value: &T,
-) -> Result<(), serde_json::Error> {
-    buf.push(b'"');
-    buf.extend_from_slice(key.as_bytes());
-    buf.extend_from_slice(b"\":");
-    serde_json::to_writer(&mut *buf, value)?;
-    buf.push(b',');
-    Ok(())
+impl Values {
+    /// Serializes `v` and returns where its text lies in the buffer.
+    fn add<T: Serialize + ?Sized>(
+        &mut self,
+        v: &T,
+    ) -> Result<std::ops::Range<usize>, serde_json::Error> {
+        let start = self.buf.len();
+        serde_json::to_writer(&mut self.buf, v)?;
+        Ok(start..self.buf.len())
+    }
+
+    /// Appends `"key":<value>,` to `out`.
+    fn member(&self, out: &mut Vec<u8>, key: &str, at: &std::ops::Range<usize>) {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(&self.buf[at.clone()]);
+        out.push(b',');
+    }
 }
 
 /// An integer as RFC 8785 writes it: numbers are IEEE doubles, so above 2^53 they are rounded
@@ -193,71 +185,111 @@ fn canonical_u64(n: Option<u64>) -> String {
 impl Prepared {
     /// Serializes everything of `entry` that does not depend on the chain.
     pub fn new(e: &Entry) -> Result<Self, serde_json::Error> {
+        let mut v = Values {
+            buf: Vec::with_capacity(512),
+        };
+        let action = v.add(&e.action)?;
+        let caller = match &e.caller {
+            Some(c) => Some((v.add(&c.issuer)?, v.add(&c.sub)?, v.add(&c.email)?)),
+            None => None,
+        };
+        let decision = v.add(e.decision)?;
+        let event = v.add(e.event)?;
+        let execution_id = v.add(&e.execution_id)?;
+        let execution_name = match &e.execution_name {
+            Some(n) => Some(v.add(n)?),
+            None => None,
+        };
+        let input_sha256 = v.add(&e.input_sha256)?;
+        let reasons = v.add(&e.reasons)?;
+        let request_id = v.add(&e.request_id)?;
+        let source_ip = v.add(&e.source_ip)?;
+        let status = v.add(&e.status)?;
+        let step = v.add(&e.step)?;
+        let time = v.add(&e.time)?;
+        let latency_line = v.add(&e.latency_ms)?;
+
         // RFC 8785 order of the members: action, caller, decision, event, execution_id,
-        // execution_name,        // input_fields, input_sha256, latency_ms, prev_hash, reasons, request_id, seq,
-        // source_ip, status, step, time, v.
+        // execution_name, input_fields, input_sha256, latency_ms, prev_hash, reasons,
+        // request_id, seq, source_ip, status, step, time, v.
         let mut head = Vec::with_capacity(384);
         head.push(b'{');
-        member(&mut head, "action", &e.action)?;
-        match &e.caller {
-            Some(c) => {
+        v.member(&mut head, "action", &action);
+        match &caller {
+            Some((issuer, sub, email)) => {
                 head.extend_from_slice(b"\"caller\":{");
-                member(&mut head, "email", &c.email)?;
-                member(&mut head, "issuer", &c.issuer)?;
-                head.extend_from_slice(b"\"sub\":");
-                serde_json::to_writer(&mut head, &c.sub)?;
+                v.member(&mut head, "email", email);
+                v.member(&mut head, "issuer", issuer);
+                v.member(&mut head, "sub", sub);
+                head.pop();
                 head.extend_from_slice(b"},");
             }
             None => head.extend_from_slice(b"\"caller\":null,"),
         }
-        member(&mut head, "decision", e.decision)?;
-        member(&mut head, "event", e.event)?;
-        member(&mut head, "execution_id", &e.execution_id)?;
-        if let Some(n) = &e.execution_name {
-            member(&mut head, "execution_name", n)?;
+        v.member(&mut head, "decision", &decision);
+        v.member(&mut head, "event", &event);
+        v.member(&mut head, "execution_id", &execution_id);
+        if let Some(n) = &execution_name {
+            v.member(&mut head, "execution_name", n);
         }
         if let Some(f) = &e.input_fields {
             head.extend_from_slice(b"\"input_fields\":");
             head.extend_from_slice(&serde_json_canonicalizer::to_vec(f)?);
             head.push(b',');
         }
-        member(&mut head, "input_sha256", &e.input_sha256)?;
+        v.member(&mut head, "input_sha256", &input_sha256);
         head.extend_from_slice(b"\"latency_ms\":");
         head.extend_from_slice(canonical_u64(e.latency_ms).as_bytes());
         head.push(b',');
         head.extend_from_slice(b"\"prev_hash\":\"");
         let mut mid = Vec::with_capacity(128);
         mid.extend_from_slice(b"\",");
-        member(&mut mid, "reasons", &e.reasons)?;
-        member(&mut mid, "request_id", &e.request_id)?;
+        v.member(&mut mid, "reasons", &reasons);
+        v.member(&mut mid, "request_id", &request_id);
         mid.extend_from_slice(b"\"seq\":");
         let mut tail = Vec::with_capacity(128);
         tail.push(b',');
-        member(&mut tail, "source_ip", &e.source_ip)?;
-        member(&mut tail, "status", &e.status)?;
-        member(&mut tail, "step", &e.step)?;
-        member(&mut tail, "time", &e.time)?;
+        v.member(&mut tail, "source_ip", &source_ip);
+        v.member(&mut tail, "status", &status);
+        v.member(&mut tail, "step", &step);
+        v.member(&mut tail, "time", &time);
         tail.extend_from_slice(b"\"v\":1}");
-        let mut line_mid = serde_json::to_vec(&LineMid {
-            time: &e.time,
-            request_id: &e.request_id,
-            event: e.event,
-            caller: &e.caller,
-            action: &e.action,
-            step: &e.step,
-            decision: e.decision,
-            reasons: &e.reasons,
-            input_sha256: &e.input_sha256,
-            status: e.status,
-            execution_id: &e.execution_id,
-            execution_name: e.execution_name.as_ref(),
-            latency_ms: e.latency_ms,
-            source_ip: &e.source_ip,
-            input_fields: e.input_fields.as_ref(),
-        })?;
-        // Drop the braces: the writer adds the chain members around these.
+
+        // The line's members from `time` to `input_fields`, in [`Record`]'s order.
+        let mut line_mid = Vec::with_capacity(v.buf.len() + 256);
+        v.member(&mut line_mid, "time", &time);
+        v.member(&mut line_mid, "request_id", &request_id);
+        v.member(&mut line_mid, "event", &event);
+        match &caller {
+            Some((issuer, sub, email)) => {
+                line_mid.extend_from_slice(b"\"caller\":{");
+                v.member(&mut line_mid, "issuer", issuer);
+                v.member(&mut line_mid, "sub", sub);
+                v.member(&mut line_mid, "email", email);
+                line_mid.pop();
+                line_mid.extend_from_slice(b"},");
+            }
+            None => line_mid.extend_from_slice(b"\"caller\":null,"),
+        }
+        v.member(&mut line_mid, "action", &action);
+        v.member(&mut line_mid, "step", &step);
+        v.member(&mut line_mid, "decision", &decision);
+        v.member(&mut line_mid, "reasons", &reasons);
+        v.member(&mut line_mid, "input_sha256", &input_sha256);
+        v.member(&mut line_mid, "status", &status);
+        v.member(&mut line_mid, "execution_id", &execution_id);
+        if let Some(n) = &execution_name {
+            v.member(&mut line_mid, "execution_name", n);
+        }
+        v.member(&mut line_mid, "latency_ms", &latency_line);
+        v.member(&mut line_mid, "source_ip", &source_ip);
+        if let Some(f) = &e.input_fields {
+            line_mid.extend_from_slice(b"\"input_fields\":");
+            serde_json::to_writer(&mut line_mid, f)?;
+            line_mid.push(b',');
+        }
+        // The writer adds the chain members after these.
         line_mid.pop();
-        line_mid.remove(0);
         Ok(Self {
             canon_head: head,
             canon_mid: mid,
@@ -276,7 +308,7 @@ impl Prepared {
         h.update(canonical_u64(Some(seq)).as_bytes());
         let seq = seq.to_string();
         h.update(&self.canon_tail);
-        let hash = hex::encode(h.finalize());
+        let hash = digest_hex(h.finalize().into());
         out.extend_from_slice(b"{\"v\":1,\"seq\":");
         out.extend_from_slice(seq.as_bytes());
         out.push(b',');
@@ -296,12 +328,22 @@ pub fn hash_of(record: &mut serde_json::Value) -> Result<String, serde_json::Err
         o.remove("hash");
     }
     let canonical = serde_json_canonicalizer::to_string(record)?;
-    Ok(hex::encode(Sha256::digest(canonical.as_bytes())))
+    Ok(digest_hex(Sha256::digest(canonical.as_bytes()).into()))
 }
 
 /// SHA-256 hex of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    digest_hex(Sha256::digest(bytes).into())
+}
+
+/// A SHA-256 digest as lowercase hex, written into a buffer at once (`hex::encode` builds its
+/// string a character at a time; the request path hexes several digests).
+fn digest_hex(digest: [u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(digest, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => hex::encode(digest),
+    }
 }
 
 #[cfg(test)]

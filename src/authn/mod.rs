@@ -91,7 +91,9 @@ const TOKEN_CACHE_CAPACITY: u64 = 10_000;
 /// All trusted issuers, and a cache of tokens already verified.
 pub struct Authenticator {
     issuers: IssuerMap,
-    verified: moka::future::Cache<[u8; 32], Arc<Identity>>,
+    /// A sync cache: a lookup never waits, so it need not be a future held in every request's
+    /// state.
+    verified: moka::sync::Cache<[u8; 32], Arc<Identity>>,
     clock: SharedClock,
 }
 
@@ -129,7 +131,7 @@ impl Authenticator {
                 )
             })
             .collect();
-        let verified = moka::future::Cache::builder()
+        let verified = moka::sync::Cache::builder()
             .max_capacity(TOKEN_CACHE_CAPACITY)
             .expire_after(UntilExpiry {
                 clock: clock.clone(),
@@ -173,13 +175,14 @@ impl Authenticator {
             return Err(AuthnError::TooLarge);
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(id) = self.verified.get(&key).await
+        if let Some(id) = self.verified.get(&key)
             && id.expires_at > self.clock.now()
         {
             return Ok(id);
         }
-        let identity = Arc::new(self.verify_uncached(token).await?);
-        self.verified.insert(key, identity.clone()).await;
+        // Boxed: the rare path (key fetch, signature) would otherwise size every request's state.
+        let identity = Arc::new(Box::pin(self.verify_uncached(token)).await?);
+        self.verified.insert(key, identity.clone());
         Ok(identity)
     }
 

@@ -161,6 +161,14 @@ fn iso_weekday(days: u64) -> i64 {
 
 /// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
 /// expression parses the extension's name, so callers keep them per address.
+/// Whole seconds since the token was issued (0 without `iat`).
+pub fn token_age(facts: &RequestFacts<'_>, identity: &Identity) -> u64 {
+    identity
+        .issued_at
+        .and_then(|iat| facts.now.duration_since(iat).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `with_input: false` leaves `input` out (no policy reads it; converting it is the costliest
 /// part of a context).
 pub fn context(
@@ -170,16 +178,7 @@ pub fn context(
     with_input: bool,
 ) -> Result<Context, EntityError> {
     let now = unix_secs(facts.now);
-    let token_age = identity
-        .issued_at
-        .map(|iat| {
-            facts
-                .now
-                .duration_since(iat)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        })
-        .unwrap_or(0);
+    let token_age = token_age(facts, identity);
     let mut pairs = vec![
         ("source_ip".to_string(), source_ip),
         (

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Authorizer, Decision, Entities, Request, RestrictedExpression};
+use cedar_policy::{Authorizer, Context, Decision, Entities, Request, RestrictedExpression};
 
 pub use entities::{RequestFacts, Vocabulary};
 pub use policies::PolicyBundle;
@@ -63,6 +63,18 @@ pub struct AuthzError(pub String);
 
 /// Most source addresses whose `ip(...)` context value is kept.
 const MAX_CACHED_IPS: usize = 4096;
+/// Most contexts kept for the current second.
+const MAX_CACHED_CONTEXTS: usize = 4096;
+
+/// Contexts without `input`, for one second of the clock: every member of such a context is a
+/// function of the second, the source address and the token's age, so requests that share
+/// these share one context (Cedar evaluates each member, `ip(...)` included, when a context
+/// is made).
+#[derive(Default)]
+struct Contexts {
+    second: u64,
+    by_source: HashMap<(IpAddr, u64), Context>,
+}
 
 /// The live policy set; replaced whole on reload.
 pub struct Policies {
@@ -73,6 +85,8 @@ pub struct Policies {
     generations: AtomicU64,
     /// `source_ip` context values by address.
     ips: Mutex<HashMap<IpAddr, RestrictedExpression>>,
+    /// Contexts of the current second.
+    contexts: Mutex<Contexts>,
 }
 
 /// A bundle and its generation: per-token entity sets built for an older generation are
@@ -94,6 +108,7 @@ impl Policies {
             vocabulary: Vocabulary::new().map_err(|e| e.0),
             generations: AtomicU64::new(0),
             ips: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(Contexts::default()),
         }
     }
 
@@ -125,6 +140,41 @@ impl Policies {
         let e = RestrictedExpression::new_ip(ip.to_string());
         ips.insert(ip, e.clone());
         e
+    }
+
+    /// The request's context: with `input` when a policy reads it and the request has one,
+    /// else the context shared by this second's requests from the same address with tokens
+    /// of the same age.
+    fn context(
+        &self,
+        facts: &RequestFacts<'_>,
+        identity: &Identity,
+        reads_input: bool,
+    ) -> Result<Context, AuthzError> {
+        let build = |with_input| {
+            entities::context(facts, identity, self.source_ip(facts.source_ip), with_input)
+                .map_err(|e| AuthzError(e.0))
+        };
+        if reads_input && facts.input.is_some() {
+            return build(true);
+        }
+        let second = crate::clock::unix_secs(facts.now);
+        let key = (facts.source_ip, entities::token_age(facts, identity));
+        if let Ok(c) = self.contexts.lock()
+            && c.second == second
+            && let Some(ctx) = c.by_source.get(&key)
+        {
+            return Ok(ctx.clone());
+        }
+        let ctx = build(false)?;
+        if let Ok(mut c) = self.contexts.lock() {
+            if c.second != second || c.by_source.len() >= MAX_CACHED_CONTEXTS {
+                c.by_source.clear();
+                c.second = second;
+            }
+            c.by_source.insert(key, ctx.clone());
+        }
+        Ok(ctx)
     }
 
     /// The principal and the entity set of (principal, step), from the token's slot when it
@@ -182,13 +232,7 @@ impl Policies {
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
         let (principal, ents) =
             Self::entities(vocabulary, identity, step, step_entity, live.generation)?;
-        let context = entities::context(
-            facts,
-            identity,
-            self.source_ip(facts.source_ip),
-            bundle.reads_input,
-        )
-        .map_err(|e| AuthzError(e.0))?;
+        let context = self.context(facts, identity, bundle.reads_input)?;
         let request = Request::new(
             principal.uid(),
             vocabulary.action(action).clone(),
