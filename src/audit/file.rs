@@ -75,13 +75,15 @@ const MAX_PENDING: usize = 65_536;
 /// it along (at low load). Such records never wake the writer: waking it would put the writer
 /// thread between a handler and its answer.
 const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
-/// A batch with at least this many waiting submitters means load: the next batch is given
-/// [`BUSY_LINGER`] to grow before it is synced.
-const BUSY_BATCH: usize = 4;
-/// How long a batch is left to grow under load. One `fdatasync` costs tens of µs of CPU; at
-/// saturation the CPU is the limit and a sync per few requests is a large share of it, while
-/// the added wait is small beside the queueing such load brings. A lone request (the last
-/// batch had fewer than [`BUSY_BATCH`] waiters) is synced at once.
+/// Batches taken back to back (each found waiting submitters the moment the previous sync
+/// ended, the writer never idle in between) that mean sustained load: from then on a batch is
+/// given [`BUSY_LINGER`] to grow before it is synced.
+const BUSY_STREAK: u32 = 3;
+/// How long a batch is left to grow under sustained load. One `fdatasync` costs tens of µs of
+/// CPU; at saturation the CPU is the limit and a sync per few requests is a large share of it,
+/// while the added wait is small beside the queueing such load brings. As soon as the writer
+/// finds nothing to do it is idle again, and a request that comes to an idle writer is synced
+/// at once.
 const BUSY_LINGER: Duration = Duration::from_micros(250);
 
 /// The result of one group commit, shared by every record in it.
@@ -444,7 +446,8 @@ struct Writer {
 impl Writer {
     fn run(mut self, shared: &Shared) {
         let mut spare = Vec::with_capacity(16 * 1024);
-        let mut last_waited = 0;
+        // Batches taken back to back, without the writer idling.
+        let mut streak = 0;
         loop {
             // Take what accumulated; park only when there is nothing.
             let (batch, head) = {
@@ -456,6 +459,7 @@ impl Writer {
                     if c.stopped {
                         return;
                     }
+                    streak = 0;
                     c.writer_idle = true;
                     if c.open.count == 0 {
                         c = match shared.wake.wait(c) {
@@ -473,14 +477,14 @@ impl Writer {
                     }
                 }
                 c.writer_idle = false;
-                if last_waited >= BUSY_BATCH && !c.stopped {
+                streak += 1;
+                if streak > BUSY_STREAK && !c.stopped {
                     // Not idle: submitters do not wake it while the batch grows.
                     c = match shared.wake.wait_timeout(c, BUSY_LINGER) {
                         Ok((c, _)) => c,
                         Err(_) => return,
                     };
                 }
-                last_waited = c.open.waited;
                 let next = Open::new(std::mem::take(&mut spare));
                 let batch = std::mem::replace(&mut c.open, next);
                 c.in_flight = Some(batch.commit.clone());

@@ -102,7 +102,7 @@ async fn stepgate_decides_as_cedar_does() {
             input.insert("date".into(), json!("2026-11-24"));
         }
         let ip = [[10, 1, 2, 3], [127, 0, 0, 1], [203, 0, 113, 9]][rng.gen_range(0..3)];
-        let input = serde_json::Value::Object(input.clone());
+        let input = serde_json::Value::Object(input);
         let facts = RequestFacts {
             source_ip: ip.into(),
             now,
@@ -162,7 +162,7 @@ async fn stepgate_decides_as_cedar_does() {
                 "hour_utc": when.hour(),
                 "weekday_utc": when.weekday().number_from_monday(),
                 "token_age_seconds": age,
-                "input": serde_json::Value::Object(input),
+                "input": input,
             }),
             None,
         )
