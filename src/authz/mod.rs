@@ -241,38 +241,43 @@ impl Policies {
             None,
         )
         .map_err(|e| AuthzError(e.to_string()))?;
-        let set = bundle
+        let sets = bundle
             .applicable(step, action)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no policy index")))?;
-        let response = self.authorizer.is_authorized(&request, set, &ents);
-        let failed_forbids: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .filter_map(|e| {
+        // The sets are disjoint and together hold every policy that can apply, so Cedar's rule
+        // over their union is: a satisfied forbid in any set denies (reasons: every satisfied
+        // forbid), else a satisfied permit in any set allows (reasons: every satisfied permit),
+        // else deny with no reasons. A set's `Deny` with reasons names satisfied forbids.
+        let (mut failed_forbids, mut forbidden, mut permitted) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for set in sets {
+            let response = self.authorizer.is_authorized(&request, set, &ents);
+            failed_forbids.extend(response.diagnostics().errors().filter_map(|e| {
                 tracing::warn!(message = "Policy failed to evaluate.", error = %e);
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
                 let id = pe.policy_id();
                 bundle.forbids.contains(id).then(|| id.to_string())
-            })
-            .collect();
-        let reasons: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|p| p.to_string())
-            .collect();
+            }));
+            let reasons = response.diagnostics().reason().map(|p| p.to_string());
+            match response.decision() {
+                Decision::Allow => permitted.extend(reasons),
+                Decision::Deny => forbidden.extend(reasons),
+            }
+        }
         if !failed_forbids.is_empty() {
             return Ok(Err(Denied {
                 reasons: failed_forbids,
             }));
         }
-        Ok(match response.decision() {
-            Decision::Allow => Ok(Permit {
+        Ok(if forbidden.is_empty() && !permitted.is_empty() {
+            Ok(Permit {
                 identity: Arc::clone(identity),
                 step: step.to_string(),
                 action,
-                reasons,
-            }),
-            Decision::Deny => Err(Denied { reasons }),
+                reasons: permitted,
+            })
+        } else {
+            Err(Denied { reasons: forbidden })
         })
     }
 }

@@ -14,11 +14,16 @@ use super::entities;
 use crate::config::{Problem, Problems, StepSettings};
 use crate::model::Action;
 
+mod chunks;
+mod index;
+
+pub use index::PolicyIndex;
+
 /// A validated policy set with its schema and the step entities built against it.
 #[derive(Debug)]
 pub struct PolicyBundle {
     /// How many policies were loaded. (The whole set and the schema are not kept: after
-    /// validation only the per-(step, action) index is evaluated, and keeping both doubled the
+    /// validation only the index is evaluated, and keeping both doubled the
     /// memory of a large set.)
     pub policy_count: usize,
     /// Step entities by step name.
@@ -27,90 +32,23 @@ pub struct PolicyBundle {
     pub forbids: std::collections::HashSet<PolicyId>,
     /// Policy id -> file, for messages.
     pub files: BTreeMap<String, PathBuf>,
-    /// The policies whose action and resource scopes can match, per (step, action). Cedar
-    /// evaluates every policy of a set; this index keeps a decision's cost independent of how
-    /// many policies are about other steps. A policy outside a request's scopes could only
-    /// evaluate to "not applicable", so decisions are the same as over the whole set.
-    pub index: HashMap<String, [PolicySet; 4]>,
+    /// The policies by resource scope and action (see [`PolicyIndex`]).
+    pub index: PolicyIndex,
     /// Whether any policy file mentions `input`. When none does, no policy can read
     /// `context.input`, and decisions skip converting the start input to a Cedar record.
     pub reads_input: bool,
 }
 
 impl PolicyBundle {
-    /// The policies that can apply to `action` on `step`.
-    pub fn applicable(&self, step: &str, action: Action) -> Option<&PolicySet> {
-        self.index
-            .get(step)
-            .and_then(|sets| sets.get(action.index()))
+    /// The sets whose policies can apply to `action` on `step` (disjoint; their union is every
+    /// policy that can apply), or `None` for an unknown step.
+    pub fn applicable(
+        &self,
+        step: &str,
+        action: Action,
+    ) -> Option<impl Iterator<Item = &PolicySet>> {
+        self.index.applicable(step, action)
     }
-}
-
-/// The action ids, in [`Action::index`] order.
-const ACTIONS: [&str; 4] = ["start", "stop", "describe", "list"];
-
-/// The (step, action) pairs a policy's scope can match.
-fn scope_matches(
-    p: &Policy,
-    steps: &BTreeMap<String, StepSettings>,
-) -> Vec<(String, &'static str)> {
-    use cedar_policy::{ActionConstraint, ResourceConstraint};
-    let actions: Vec<&'static str> = match p.action_constraint() {
-        ActionConstraint::Any => ACTIONS.to_vec(),
-        ActionConstraint::Eq(a) => ACTIONS
-            .iter()
-            .copied()
-            .filter(|x| a.id().unescaped() == *x)
-            .collect(),
-        ActionConstraint::In(list) => ACTIONS
-            .iter()
-            .copied()
-            .filter(|x| list.iter().any(|a| a.id().unescaped() == *x))
-            .collect(),
-    };
-    let in_entity = |uid: &cedar_policy::EntityUid| -> Vec<&String> {
-        let ty = uid.type_name().to_string();
-        let id = uid.id().unescaped();
-        steps
-            .iter()
-            .filter(|(name, s)| {
-                (ty == "Step" && name.as_str() == id) || (ty == "Pipeline" && s.pipeline == id)
-            })
-            .map(|(name, _)| name)
-            .collect()
-    };
-    let matching: Vec<&String> = match p.resource_constraint() {
-        ResourceConstraint::Any => steps.keys().collect(),
-        ResourceConstraint::Is(t) => {
-            if t.to_string() == "Step" {
-                steps.keys().collect()
-            } else {
-                Vec::new()
-            }
-        }
-        ResourceConstraint::Eq(uid) => {
-            if uid.type_name().to_string() == "Step" {
-                steps
-                    .keys()
-                    .filter(|n| n.as_str() == uid.id().unescaped())
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        }
-        ResourceConstraint::In(uid) => in_entity(&uid),
-        ResourceConstraint::IsIn(t, uid) => {
-            if t.to_string() == "Step" {
-                in_entity(&uid)
-            } else {
-                Vec::new()
-            }
-        }
-    };
-    matching
-        .into_iter()
-        .flat_map(|s| actions.iter().map(move |a| (s.clone(), *a)))
-        .collect()
 }
 
 fn problem(file: &Path, text: &str, offset: Option<usize>, message: String) -> Problem {
@@ -209,16 +147,26 @@ pub fn build(
         });
     }
     for (path, text) in &src.policies {
-        let parsed = match PolicySet::from_str(text) {
-            Ok(p) => p,
-            Err(errs) => {
-                for e in errs.iter() {
-                    problems.push(problem(path, text, first_offset(e), e.to_string()));
+        // Piece by piece (see [`chunks`]); on an error the whole text is parsed again, so the
+        // messages are those of the file.
+        let parsed: Option<Vec<PolicySet>> = chunks::chunks(text)
+            .into_iter()
+            .map(|(_, piece)| PolicySet::from_str(piece).ok())
+            .collect();
+        let parsed = match parsed {
+            Some(p) => p,
+            None => {
+                if let Err(errs) = PolicySet::from_str(text) {
+                    for e in errs.iter() {
+                        problems.push(problem(path, text, first_offset(e), e.to_string()));
+                    }
+                } else {
+                    problems.push(problem(path, text, None, "cannot be parsed".into()));
                 }
                 continue;
             }
         };
-        if parsed.templates().next().is_some() {
+        if parsed.iter().any(|set| set.templates().next().is_some()) {
             problems.push(problem(
                 path,
                 text,
@@ -230,17 +178,17 @@ pub fn build(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for (n, p) in parsed.policies().enumerate() {
+        for (n, p) in parsed.iter().flat_map(PolicySet::policies).enumerate() {
             let id = p
                 .annotation("id")
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{stem}:{n}"));
-            let offset = text.find(&format!("@id(\"{id}\")"));
+            let offset = || text.find(&format!("@id(\"{id}\")"));
             if files.contains_key(&id) {
                 problems.push(problem(
                     path,
                     text,
-                    offset,
+                    offset(),
                     format!("policy id `{id}` is used twice"),
                 ));
                 continue;
@@ -251,7 +199,7 @@ pub fn build(
                 forbids.insert(pid);
             }
             if let Err(e) = set.add(policy) {
-                problems.push(problem(path, text, offset, e.to_string()));
+                problems.push(problem(path, text, offset(), e.to_string()));
                 continue;
             }
             files.insert(id.clone(), path.clone());
@@ -304,21 +252,11 @@ pub fn build(
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    let mut index: HashMap<String, [PolicySet; 4]> = steps
-        .keys()
-        .map(|n| (n.clone(), std::array::from_fn(|_| PolicySet::new())))
-        .collect();
+    let mut index = PolicyIndex::new(steps);
     for p in set.policies() {
-        for (step, action) in scope_matches(p, steps) {
-            let slot = ACTIONS.iter().position(|a| *a == action);
-            if let Some(s) = index
-                .get_mut(&step)
-                .and_then(|sets| slot.and_then(|i| sets.get_mut(i)))
-            {
-                s.add(p.clone())
-                    .map_err(|e| Problems(vec![problem(Path::new(""), "", None, e.to_string())]))?;
-            }
-        }
+        index
+            .add(p)
+            .map_err(|e| Problems(vec![problem(Path::new(""), "", None, e)]))?;
     }
     Ok(PolicyBundle {
         reads_input: src.policies.iter().any(|(_, text)| text.contains("input")),
