@@ -281,3 +281,6 @@ impl Policies {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

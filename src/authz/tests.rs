@@ -1,0 +1,113 @@
+//! Decisions that share a per-second context must still see their own address and token age.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::config::{StateMachineArn, StepKind, StepSettings, StepTarget};
+use crate::model::Action;
+
+fn step() -> StepSettings {
+    StepSettings {
+        name: "load".into(),
+        pipeline: "etl".into(),
+        kind: StepKind::StepFunctions,
+        target: StepTarget::StepFunctions {
+            arn: StateMachineArn::parse("arn:aws:states:us-east-1:123456789012:stateMachine:load")
+                .unwrap(),
+            endpoint: "https://states.us-east-1.amazonaws.com".parse().unwrap(),
+            sync_endpoint: "https://sync-states.us-east-1.amazonaws.com"
+                .parse()
+                .unwrap(),
+            sync: false,
+        },
+        credentials: "c".into(),
+        attributes: BTreeMap::new(),
+        input_schema: None,
+        pinned: Default::default(),
+        rate_limit: None,
+        audit_input_fields: Vec::new(),
+    }
+}
+
+fn policies(text: &str) -> Policies {
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/schema.cedarschema"
+    ))
+    .unwrap();
+    let src = policies::PolicySources {
+        policies: vec![(PathBuf::from("p.cedar"), text.to_string())],
+        schema: (PathBuf::from("schema.cedarschema"), schema),
+    };
+    let steps = BTreeMap::from([("load".to_string(), step())]);
+    Policies::new(policies::build(&src, &steps).unwrap())
+}
+
+fn caller(issued_secs_ago: u64, now: std::time::SystemTime) -> Arc<Identity> {
+    Arc::new(Identity {
+        issuer: "corp".into(),
+        sub: "alice".into(),
+        email: None,
+        groups: vec!["data-eng".into()],
+        tags: BTreeMap::new(),
+        issued_at: Some(now - Duration::from_secs(issued_secs_ago)),
+        expires_at: now + Duration::from_secs(3600),
+        cedar: Default::default(),
+    })
+}
+
+fn allowed(p: &Policies, id: &Arc<Identity>, ip: [u8; 4], now: std::time::SystemTime) -> bool {
+    let facts = RequestFacts {
+        source_ip: ip.into(),
+        now,
+        input: None,
+    };
+    p.decide(id, "load", Action::Start, &facts).unwrap().is_ok()
+}
+
+#[test]
+fn requests_of_one_second_keep_their_own_address_and_token_age() {
+    let p = policies(
+        r#"@id("office-fresh") permit (principal, action == Action::"start", resource)
+        when { context.source_ip.isInRange(ip("10.0.0.0/8")) && context.token_age_seconds < 60 };"#,
+    );
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let fresh = caller(5, now);
+    let stale = caller(600, now);
+    // Same second: the first decision's context must not answer for the others.
+    assert!(allowed(&p, &fresh, [10, 1, 2, 3], now));
+    assert!(!allowed(&p, &fresh, [192, 0, 2, 1], now));
+    assert!(!allowed(&p, &stale, [10, 1, 2, 3], now));
+    assert!(allowed(&p, &fresh, [10, 1, 2, 3], now));
+    // The next second has its own `now`.
+    let later = now + Duration::from_secs(120);
+    assert!(!allowed(&p, &fresh, [10, 1, 2, 3], later));
+}
+
+#[test]
+fn policies_that_read_input_see_it() {
+    let p = policies(
+        r#"@id("no-full") permit (principal, action == Action::"start", resource)
+        when { !(context has input && context.input has full_refresh && context.input.full_refresh) };"#,
+    );
+    assert!(p.current().reads_input);
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let id = caller(5, now);
+    let full = serde_json::json!({"full_refresh": true});
+    let facts = RequestFacts {
+        source_ip: [10, 0, 0, 1].into(),
+        now,
+        input: Some(&full),
+    };
+    assert!(
+        p.decide(&id, "load", Action::Start, &facts)
+            .unwrap()
+            .is_err()
+    );
+    assert!(allowed(&p, &id, [10, 0, 0, 1], now));
+    let without = policies(r#"@id("all") permit (principal, action, resource);"#);
+    assert!(!without.current().reads_input);
+}
