@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use stepgate::cmd;
 
-/// mimalloc: the request path makes ~230 short-lived allocations (headers, JSON, Cedar values,
-/// signing strings); glibc's malloc and free cost about a third of its instructions.
+/// mimalloc (v2, no transparent huge pages): the request path makes ~230 short-lived allocations
+/// (headers, JSON, Cedar values, signing strings); glibc's malloc and free cost about a third of
+/// its instructions, and after loading a large policy set glibc's fragmented heap made every
+/// request ~20% dearer. mimalloc v3 is faster still but keeps more memory (106 MiB idle at
+/// 10,000 policies, 111 MiB at 1,000 connections, against 91 and 102 MiB with v2).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
