@@ -13,6 +13,13 @@ use hyper_util::rt::TokioExecutor;
 
 /// Largest response body stepgate reads from any peer (JWKS, discovery, workflow APIs).
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Most outbound calls in flight at once; more wait for a turn (within their deadline). Each
+/// call holds a pooled connection with its buffers and task, so this bounds the connections
+/// and memory a flood of callers can make stepgate open (at ~100 ms per workflow API call it
+/// still allows a few thousand calls a second, above the workflow APIs' own start quotas).
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Idle connections kept per host (nginx's `keepalive 64` of its upstream blocks).
+const MAX_IDLE_PER_HOST: usize = 64;
 
 /// Why an outbound call failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,7 @@ pub type SharedHttpClient = Arc<dyn HttpClient>;
 /// The real client: hyper over rustls (HTTP/1.1 and HTTP/2 by ALPN), pooled keep-alive.
 pub struct HyperClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl HyperClient {
@@ -70,8 +78,12 @@ impl HyperClient {
             .build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .build(connector);
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        })
     }
 }
 
@@ -85,6 +97,14 @@ impl HttpClient for HyperClient {
             let host = req.uri().host().unwrap_or_default().to_string();
             let req = req.map(Full::new);
             let exchange = async {
+                let _turn = self
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|e| HttpError::Transport {
+                        host: host.clone(),
+                        detail: e.to_string(),
+                    })?;
                 let resp = self
                     .client
                     .request(req)
