@@ -247,13 +247,10 @@ where
         _ => None,
     };
     let start = match route.action {
-        Action::Start => {
-            let parsed = match fronted_start {
-                Some(s) => validate::check_start_body(s)?,
-                None => validate::parse_start_body(&body)?,
-            };
-            Some(validate::apply_pinned(&step, parsed)?) // 400
-        }
+        Action::Start => Some(validate::apply_pinned(
+            &step,
+            validate::start_body(fronted_start, &body)?,
+        )?), // 400
         _ => None,
     };
     trail.input_fields = audit_fields(&step, start.as_ref());

@@ -17,16 +17,18 @@ pub use crate::model::StartBody;
 
 /// Parses a start body. Empty body = empty input.
 pub fn parse_start_body(body: &[u8]) -> Result<StartBody, InvalidInput> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(StartBody::default());
-    }
-    let b: StartBody = serde_json::from_slice(body)
-        .map_err(|e| InvalidInput(format!("body is not a valid start request: {e}")))?;
-    check_start_body(b)
+    start_body(None, body)
 }
 
-/// A start's `input`, when given, must be a JSON object.
-pub fn check_start_body(b: StartBody) -> Result<StartBody, InvalidInput> {
+/// A start's body: the one a fronted API's route already parsed, else the native body parsed
+/// from `body` (empty = empty input). Its `input`, when given, must be a JSON object.
+pub fn start_body(parsed: Option<StartBody>, body: &[u8]) -> Result<StartBody, InvalidInput> {
+    let b = match parsed {
+        Some(b) => b,
+        None if body.iter().all(u8::is_ascii_whitespace) => return Ok(StartBody::default()),
+        None => serde_json::from_slice(body)
+            .map_err(|e| InvalidInput(format!("body is not a valid start request: {e}")))?,
+    };
     if let Some(i) = &b.input
         && !i.is_object()
     {

@@ -170,6 +170,20 @@ impl Values {
         out.extend_from_slice(&self.buf[at.clone()]);
         out.push(b',');
     }
+
+    /// Appends `"caller":{...},` with its members in the given order, or `"caller":null,`.
+    fn caller(&self, out: &mut Vec<u8>, members: Option<[(&str, &std::ops::Range<usize>); 3]>) {
+        let Some(members) = members else {
+            out.extend_from_slice(b"\"caller\":null,");
+            return;
+        };
+        out.extend_from_slice(b"\"caller\":{");
+        for (key, at) in members {
+            self.member(out, key, at);
+        }
+        out.pop();
+        out.extend_from_slice(b"},");
+    }
 }
 
 /// An integer as RFC 8785 writes it: numbers are IEEE doubles, so above 2^53 they are rounded
@@ -215,17 +229,12 @@ impl Prepared {
         let mut head = Vec::with_capacity(384);
         head.push(b'{');
         v.member(&mut head, "action", &action);
-        match &caller {
-            Some((issuer, sub, email)) => {
-                head.extend_from_slice(b"\"caller\":{");
-                v.member(&mut head, "email", email);
-                v.member(&mut head, "issuer", issuer);
-                v.member(&mut head, "sub", sub);
-                head.pop();
-                head.extend_from_slice(b"},");
-            }
-            None => head.extend_from_slice(b"\"caller\":null,"),
-        }
+        v.caller(
+            &mut head,
+            caller
+                .as_ref()
+                .map(|(i, s, e)| [("email", e), ("issuer", i), ("sub", s)]),
+        );
         v.member(&mut head, "decision", &decision);
         v.member(&mut head, "event", &event);
         v.member(&mut head, "execution_id", &execution_id);
@@ -260,17 +269,12 @@ impl Prepared {
         v.member(&mut line_mid, "time", &time);
         v.member(&mut line_mid, "request_id", &request_id);
         v.member(&mut line_mid, "event", &event);
-        match &caller {
-            Some((issuer, sub, email)) => {
-                line_mid.extend_from_slice(b"\"caller\":{");
-                v.member(&mut line_mid, "issuer", issuer);
-                v.member(&mut line_mid, "sub", sub);
-                v.member(&mut line_mid, "email", email);
-                line_mid.pop();
-                line_mid.extend_from_slice(b"},");
-            }
-            None => line_mid.extend_from_slice(b"\"caller\":null,"),
-        }
+        v.caller(
+            &mut line_mid,
+            caller
+                .as_ref()
+                .map(|(i, s, e)| [("issuer", i), ("sub", s), ("email", e)]),
+        );
         v.member(&mut line_mid, "action", &action);
         v.member(&mut line_mid, "step", &step);
         v.member(&mut line_mid, "decision", &decision);

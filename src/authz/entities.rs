@@ -159,8 +159,6 @@ fn iso_weekday(days: u64) -> i64 {
     ((days + 3) % 7 + 1) as i64
 }
 
-/// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
-/// expression parses the extension's name, so callers keep them per address.
 /// Whole seconds since the token was issued (0 without `iat`).
 pub fn token_age(facts: &RequestFacts<'_>, identity: &Identity) -> u64 {
     identity
@@ -169,6 +167,8 @@ pub fn token_age(facts: &RequestFacts<'_>, identity: &Identity) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
+/// expression parses the extension's name, so callers keep them per address.
 /// `with_input: false` leaves `input` out (no policy reads it; converting it is the costliest
 /// part of a context).
 pub fn context(

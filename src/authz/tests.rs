@@ -1,36 +1,35 @@
 //! Decisions that share a per-second context must still see their own address and token age.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::config::{StateMachineArn, StepKind, StepSettings, StepTarget};
 use crate::model::Action;
 
-fn step() -> StepSettings {
-    StepSettings {
-        name: "load".into(),
-        pipeline: "etl".into(),
-        kind: StepKind::StepFunctions,
-        target: StepTarget::StepFunctions {
-            arn: StateMachineArn::parse("arn:aws:states:us-east-1:123456789012:stateMachine:load")
-                .unwrap(),
-            endpoint: "https://states.us-east-1.amazonaws.com".parse().unwrap(),
-            sync_endpoint: "https://sync-states.us-east-1.amazonaws.com"
-                .parse()
-                .unwrap(),
-            sync: false,
-        },
-        credentials: "c".into(),
-        attributes: BTreeMap::new(),
-        input_schema: None,
-        pinned: Default::default(),
-        rate_limit: None,
-        audit_input_fields: Vec::new(),
-    }
-}
+/// One Step Functions step, read by the real configuration parser.
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+[policies]
+dir = "policies"
+[audit]
+path = "audit/log.jsonl"
+[[issuers]]
+name = "corp"
+issuer = "https://login.example.com"
+audiences = ["stepgate"]
+[credentials.c]
+kind = "aws_static"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "secret"
+[steps.load]
+pipeline = "etl"
+kind = "stepfunctions"
+state_machine_arn = "arn:aws:states:us-east-1:123456789012:stateMachine:load"
+credentials = "c"
+"#;
 
 fn policies(text: &str) -> Policies {
     let schema = std::fs::read_to_string(concat!(
@@ -42,8 +41,8 @@ fn policies(text: &str) -> Policies {
         policies: vec![(PathBuf::from("p.cedar"), text.to_string())],
         schema: (PathBuf::from("schema.cedarschema"), schema),
     };
-    let steps = BTreeMap::from([("load".to_string(), step())]);
-    Policies::new(policies::build(&src, &steps).unwrap())
+    let settings = crate::config::parse(CONFIG, Path::new("/etc/stepgate/stepgate.toml")).unwrap();
+    Policies::new(policies::build(&src, &settings.steps).unwrap())
 }
 
 fn caller(issued_secs_ago: u64, now: std::time::SystemTime) -> Arc<Identity> {
