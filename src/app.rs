@@ -80,9 +80,48 @@ pub struct App {
     pub crypto: Arc<rustls::crypto::CryptoProvider>,
 }
 
-/// RFC 3339 UTC time with milliseconds.
+/// RFC 3339 UTC time with milliseconds (`2026-12-02T07:03:21.123Z`). Written digit by digit:
+/// every audit record carries one, and `time`'s format-description walk cost ten times as much.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
+    let Ok(year) = u16::try_from(t.year()) else {
+        return rfc3339_described(t);
+    };
+    if year > 9999 {
+        return rfc3339_described(t);
+    }
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, n: u16, width: usize| {
+        let mut n = n;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, u8::from(t.month()).into(), 2);
+    put(8, t.day().into(), 2);
+    put(11, t.hour().into(), 2);
+    put(14, t.minute().into(), 2);
+    put(17, t.second().into(), 2);
+    put(20, t.millisecond(), 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = c;
+    }
+    // Digits and separators only: always UTF-8.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
+/// [`rfc3339`] through `time`'s formatter (years outside 0..=9999; and the reference in tests).
+fn rfc3339_described(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -287,5 +326,33 @@ impl App {
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn audit_times_match_the_rfc3339_formatter() {
+        for secs in [
+            0,
+            951_782_400,
+            1_764_659_001,
+            1_798_761_599,
+            4_102_444_800,
+            253_402_300_799,
+        ] {
+            for ms in [0, 7, 999] {
+                let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms);
+                assert_eq!(
+                    super::rfc3339(t),
+                    super::rfc3339_described(time::OffsetDateTime::from(t)),
+                    "at {secs}.{ms}"
+                );
+            }
+        }
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_659_001_042);
+        assert_eq!(super::rfc3339(t), "2025-12-02T07:03:21.042Z");
     }
 }

@@ -27,6 +27,8 @@ pub struct Trail {
     request_id: String,
     started: Instant,
     source_ip: IpAddr,
+    /// `source_ip` as the audit records write it (formatted once, not per record).
+    source_ip_text: String,
     caller: Option<CallerRef>,
     action: Option<Action>,
     step: Option<String>,
@@ -56,7 +58,7 @@ impl Trail {
             execution_id: None,
             execution_name: None,
             latency_ms: None,
-            source_ip: Some(self.source_ip.to_string()),
+            source_ip: Some(self.source_ip_text.clone()),
         }
     }
 
@@ -98,6 +100,8 @@ where
         .unwrap_or_else(|| {
             uuid::Builder::from_random_bytes(rand::random())
                 .into_uuid()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
                 .to_string()
         });
     let endpoint = route::resolve(req.method(), req.uri().path());
@@ -134,6 +138,7 @@ where
         request_id,
         started: Instant::now(),
         source_ip,
+        source_ip_text: source_ip.to_string(),
         caller: None,
         action: None,
         step: None,
@@ -240,7 +245,7 @@ where
         .cloned()
         .ok_or_else(|| Error::UnknownStep(route.step.clone()))?; // 404
     app.limits
-        .check(&route.step, &identity.principal_id())
+        .check(&route.step, || identity.principal_id())
         .map_err(Error::RateLimited)?; // 429
     let list = match route.action {
         Action::List => Some(validate::parse_list_query(parts.uri.query())?), // 400
@@ -294,10 +299,31 @@ where
         .upstream_seconds
         .observe(upstream_started.elapsed().as_secs_f64());
     let outcome = outcome?; // 502 / 504 (audited as the outcome)
-    let (status, body) = match &outcome {
+    let status = match &outcome {
+        Outcome::Started {
+            existing: false, ..
+        } => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    let mut entry = trail.entry(app, "outcome", "allow");
+    entry.status = Some(status.as_u16());
+    entry.execution_id = outcome.execution_id().map(str::to_string);
+    entry.latency_ms = Some(trail.latency_ms());
+    if let Err(e) = trail.record(app, entry).await {
+        // The trigger happened and its decision is on record; report it, do not hide the result.
+        tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
+    }
+    if trail.aws {
+        // A fronted AWS caller gets the upstream's own answer.
+        return Ok(respond::json(
+            StatusCode::OK,
+            outcome.raw(),
+            &trail.request_id,
+        ));
+    }
+    let body = match &outcome {
         Outcome::Started {
             execution_id,
-            existing,
             result,
             ..
         } => {
@@ -309,14 +335,7 @@ where
             ) {
                 o.extend(r.clone());
             }
-            (
-                if *existing {
-                    StatusCode::OK
-                } else {
-                    StatusCode::CREATED
-                },
-                b,
-            )
+            b
         }
         Outcome::Described { body, .. }
         | Outcome::Stopped { body, .. }
@@ -326,24 +345,9 @@ where
                 o.insert("step".into(), json!(route.step));
                 o.insert("request_id".into(), json!(trail.request_id));
             }
-            (StatusCode::OK, b)
+            b
         }
     };
-    let mut entry = trail.entry(app, "outcome", "allow");
-    entry.status = Some(status.as_u16());
-    entry.execution_id = outcome.execution_id().map(str::to_string);
-    entry.latency_ms = Some(trail.latency_ms());
-    if let Err(e) = trail.record(app, entry).await {
-        // The trigger happened and its decision is on record; report it, do not hide the result.
-        tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
-    }
-    if trail.aws {
-        return Ok(respond::json(
-            StatusCode::OK,
-            outcome.raw(),
-            &trail.request_id,
-        ));
-    }
     Ok(respond::json(status, &body, &trail.request_id))
 }
 

@@ -27,12 +27,13 @@ impl RateLimits {
         Self { by_step }
     }
 
-    /// `Ok` if `caller` may call `step` now, else how long to wait.
-    pub fn check(&self, step: &str, caller: &str) -> Result<(), Duration> {
+    /// `Ok` if `caller` may call `step` now, else how long to wait. `caller` gives the caller's
+    /// key; it is only asked for when the step has a limit.
+    pub fn check(&self, step: &str, caller: impl FnOnce() -> String) -> Result<(), Duration> {
         let Some(l) = self.by_step.get(step) else {
             return Ok(());
         };
-        l.check_key(&caller.to_string()).map_err(|not_until| {
+        l.check_key(&caller()).map_err(|not_until| {
             not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ))

@@ -166,13 +166,13 @@ struct Chain {
 }
 
 impl Chain {
-    /// Wakes the writer if it is parked: someone waits on the open batch.
-    fn call_writer(&mut self, wake: &std::sync::Condvar) {
+    /// Someone waits on the open batch. Returns whether the writer is parked and must be woken:
+    /// the caller wakes it after releasing the lock, so the writer does not wake only to block
+    /// on the lock the caller still holds.
+    #[must_use]
+    fn call_writer(&mut self) -> bool {
         self.open.waited += 1;
-        if self.writer_idle {
-            self.writer_idle = false;
-            wake.notify_one();
-        }
+        std::mem::take(&mut self.writer_idle)
     }
 }
 
@@ -328,7 +328,7 @@ impl FileLog {
         std::thread::Builder::new()
             .name("stepgate-audit".into())
             .spawn(move || {
-                batch_scheduling();
+                set_batch_scheduling(true);
                 writer.run(&for_writer)
             })
             .map_err(|e| io("cannot start the writer for", e))?;
@@ -368,7 +368,7 @@ impl FileLog {
     /// Waits until every record submitted so far is durable (or its batch failed). For shutdown
     /// and for readers that must see the outcome records too.
     pub async fn flush(&self) -> Result<(), AuditError> {
-        let pending = {
+        let (pending, wake) = {
             let mut c = self
                 .shared
                 .chain
@@ -376,13 +376,17 @@ impl FileLog {
                 .map_err(|_| AuditError::Io("audit writer has stopped".into()))?;
             let mut pending = Vec::new();
             pending.extend(c.in_flight.clone());
+            let mut wake = false;
             if c.open.count > 0 {
                 // Someone waits on the open batch now: no lingering.
                 pending.push(c.open.commit.clone());
-                c.call_writer(&self.shared.wake);
+                wake = c.call_writer();
             }
-            pending
+            (pending, wake)
         };
+        if wake {
+            self.shared.wake.notify_one();
+        }
         for commit in pending {
             commit.wait().await?;
         }
@@ -394,7 +398,8 @@ impl FileLog {
         let prepared = Prepared::new(entry)
             .map_err(|e| AuditError::Io(format!("cannot serialize an audit record: {e}")))?;
         let stopped = || AuditError::Io("audit writer has stopped".into());
-        let mut c = self.shared.chain.lock().map_err(|_| stopped())?;
+        let mut guard = self.shared.chain.lock().map_err(|_| stopped())?;
+        let c = &mut *guard;
         if c.stopped {
             return Err(stopped());
         }
@@ -403,32 +408,41 @@ impl FileLog {
                 "{MAX_PENDING} audit records are waiting for the disk"
             )));
         }
-        let c = &mut *c;
         let seq = c.seq + 1;
         c.hash = prepared.seal(seq, &c.hash, &mut c.open.buf);
         c.seq = seq;
         c.open.count += 1;
         let commit = c.open.commit.clone();
-        if wait {
-            c.call_writer(&self.shared.wake);
+        let wake = wait && c.call_writer();
+        drop(guard);
+        if wake {
+            self.shared.wake.notify_one();
         }
         Ok((seq, commit))
     }
 }
 
-/// Puts the calling (writer) thread under `SCHED_BATCH`: when its `fdatasync` returns it does
-/// not preempt a request handler on the same CPU; it runs when the handler yields, and takes a
-/// bigger batch. On a busy single CPU every wake-up preemption was a switch away from serving.
-fn batch_scheduling() {
+/// Sets the calling (writer) thread's scheduling. Under sustained load it runs under
+/// `SCHED_BATCH`: when an `fdatasync` step returns it does not preempt a request handler on the
+/// same CPU; it runs when the handler yields, and takes a bigger batch (on a busy single CPU
+/// every wake-up preemption was a switch away from serving). At low load it runs under the
+/// normal policy: each of the sync's I/O completions (data, inode, flush) then gets the CPU at
+/// once instead of after whatever else is running, which is most of a lone request's wait.
+fn set_batch_scheduling(batch: bool) {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+    };
+    let policy = if batch {
+        NormalThreadSchedulePolicy::Batch
+    } else {
+        NormalThreadSchedulePolicy::Other
     };
     if let Err(e) = thread_priority::set_thread_priority_and_policy(
         thread_priority::thread_native_id(),
         ThreadPriority::Os(ThreadPriorityOsValue::default()),
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ThreadSchedulePolicy::Normal(policy),
     ) {
-        tracing::debug!(message = "Audit writer keeps the default scheduling.", error = ?e);
+        tracing::debug!(message = "Audit writer keeps its scheduling.", error = ?e);
     }
 }
 

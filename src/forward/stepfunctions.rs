@@ -39,8 +39,15 @@ impl Client<'_> {
         name: &str,
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
-        let body = json!({"stateMachineArn": machine.arn, "name": name, "input": input});
-        match self.call("StartExecution", &body, true).await {
+        let body = StartExecution {
+            state_machine_arn: &machine.arn,
+            name,
+            input,
+        };
+        match self
+            .call("AWSStepFunctions.StartExecution", &body, true)
+            .await
+        {
             Ok(v) => Ok(Outcome::Started {
                 execution_id: str_field(&v, "executionArn")?,
                 existing: false,
@@ -50,7 +57,11 @@ impl Client<'_> {
             Err(UpstreamError::Answered { code, .. }) if code == "ExecutionAlreadyExists" => {
                 let arn = format!("{}{name}", machine.execution_prefix());
                 let d = self
-                    .call("DescribeExecution", &json!({"executionArn": arn}), true)
+                    .call(
+                        "AWSStepFunctions.DescribeExecution",
+                        &json!({"executionArn": arn}),
+                        true,
+                    )
                     .await?;
                 let theirs = d
                     .get("input")
@@ -84,7 +95,9 @@ impl Client<'_> {
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
         let body = json!({"stateMachineArn": machine.arn, "name": name, "input": input});
-        let v = self.call("StartSyncExecution", &body, false).await?;
+        let v = self
+            .call("AWSStepFunctions.StartSyncExecution", &body, false)
+            .await?;
         let mut result = serde_json::Map::new();
         for (ours, theirs) in [
             ("status", "status"),
@@ -121,7 +134,9 @@ impl Client<'_> {
         if let Some(t) = &q.next_token {
             body["nextToken"] = t.clone().into();
         }
-        let v = self.call("ListExecutions", &body, true).await?;
+        let v = self
+            .call("AWSStepFunctions.ListExecutions", &body, true)
+            .await?;
         let executions: Vec<Value> = v
             .get("executions")
             .and_then(Value::as_array)
@@ -149,7 +164,7 @@ impl Client<'_> {
     pub async fn describe(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
         let v = self
             .call(
-                "DescribeExecution",
+                "AWSStepFunctions.DescribeExecution",
                 &json!({"executionArn": execution_arn}),
                 true,
             )
@@ -180,7 +195,7 @@ impl Client<'_> {
     pub async fn stop(&self, execution_arn: &str) -> Result<Outcome, UpstreamError> {
         let v = self
             .call(
-                "StopExecution",
+                "AWSStepFunctions.StopExecution",
                 &json!({"executionArn": execution_arn, "cause": "stopped through stepgate"}),
                 true,
             )
@@ -194,11 +209,21 @@ impl Client<'_> {
 
     /// One operation; when `idempotent`, throttling, 5xx and connection failures are retried
     /// with capped, jittered exponential back-off.
-    async fn call(&self, op: &str, body: &Value, idempotent: bool) -> Result<Value, UpstreamError> {
-        super::with_retries(idempotent, retryable, || self.call_once(op, body)).await
+    /// `target` is the `X-Amz-Target` (`AWSStepFunctions.StartExecution`).
+    async fn call<B: serde::Serialize + Sync>(
+        &self,
+        target: &'static str,
+        body: &B,
+        idempotent: bool,
+    ) -> Result<Value, UpstreamError> {
+        super::with_retries(idempotent, retryable, || self.call_once(target, body)).await
     }
 
-    async fn call_once(&self, op: &str, body: &Value) -> Result<Value, UpstreamError> {
+    async fn call_once<B: serde::Serialize + Sync>(
+        &self,
+        target: &'static str,
+        body: &B,
+    ) -> Result<Value, UpstreamError> {
         let bytes = Bytes::from(
             serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
         );
@@ -210,7 +235,7 @@ impl Client<'_> {
         let mut req = http::Request::post(self.endpoint.clone())
             .header(http::header::HOST, host)
             .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
-            .header("x-amz-target", format!("AWSStepFunctions.{op}"))
+            .header("x-amz-target", http::HeaderValue::from_static(target))
             .body(bytes)
             .map_err(|e| UpstreamError::Transport(e.to_string()))?;
         sigv4::sign_request(
@@ -234,6 +259,15 @@ impl Client<'_> {
             .map(str::to_string);
         Err(parse_error(status.as_u16(), header_type, resp.body()))
     }
+}
+
+/// `StartExecution`'s request body.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StartExecution<'a> {
+    state_machine_arn: &'a str,
+    name: &'a str,
+    input: &'a str,
 }
 
 /// Worth another try: throttling, server errors, and failures to get an answer at all.
