@@ -53,9 +53,11 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 || true
 
 echo "building release binaries..."
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked --quiet --bin stepgate --example loadkit)
-STEPGATE=$TARGET/release/stepgate
-LOADKIT=$TARGET/release/examples/loadkit
+# PROFILE=dist measures the deployment build (fat LTO; ~10 min more to build from cold).
+PROFILE=${PROFILE:-release}
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --profile "$PROFILE" --locked --quiet --bin stepgate --example loadkit)
+STEPGATE=$TARGET/$PROFILE/stepgate
+LOADKIT=$TARGET/$PROFILE/examples/loadkit
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
