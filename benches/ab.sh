@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two (or more) stepgate binaries in the shared harness's setting, for telling
+# a change from this VM's drift (absolute figures move ~30% from hour to hour; an interleaved
+# pair does not):
+#
+#   benches/ab.sh OLD_BINARY NEW_BINARY [MORE...]     # ROUNDS=3 SAT=6 LAT=5 by default
+#
+# Needs a writable copy of ../shared/bench that has run once (its upstream built, its tokens
+# in .run/jwt): `cp -r ../shared/bench /tmp/stepgate-bench && (cd /tmp/stepgate-bench &&
+# ROUNDS=1 DURATION=2 LAT_DURATION=1 PEERS=direct ./run.sh)`; BENCH_DIR points at it.
+# Pinned as the harness pins: wrk -t1 -c32 on CPU 0, the harness's upstream and stepgate on
+# CPU 1; stepgate runs the harness's stepgate.toml (everything on: RS256 JWT, Cedar, durable
+# audit, SigV4) on ports of its own, with a fresh audit folder on the real disk per run. Each
+# round measures the upstream directly (paced), then each binary (order reversed every other
+# round): a 2 s warm-up, a SAT-second saturation run (req/s, CPU per request from
+# /proc/PID/stat) and a LAT-second paced run (32 connections, 15 ms think time; added p50 / p90
+# / p99 over direct). Prints one line per binary and round. Everything it starts is stopped.
+set -euo pipefail
+
+(($# >= 2)) || { sed -n '2,16p' "$0"; exit 2; }
+BENCH_DIR=${BENCH_DIR:-/tmp/stepgate-bench}
+ROUNDS=${ROUNDS:-3}
+SAT=${SAT:-6}
+LAT=${LAT:-5}
+UP_PORT=${UP_PORT:-18180}
+SG_PORT=${SG_PORT:-18190}
+TOKEN=$BENCH_DIR/.run/jwt/token.rs256
+UPSTREAM_BIN=$BENCH_DIR/upstream/target/release/bench-upstream
+for f in "$TOKEN" "$UPSTREAM_BIN" "$BENCH_DIR/post.lua" "$BENCH_DIR/stepgate/stepgate.toml"; do
+  [[ -e $f ]] || { echo "missing $f: run the harness once in $BENCH_DIR (see the top of $0)" >&2; exit 2; }
+done
+for b in "$@"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
+
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/stepgate-ab.XXXXXX")
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The harness's stepgate configuration, moved to our ports; the issuer keeps its name, its keys
+# come from our upstream.
+cp -r "$BENCH_DIR/stepgate/policies" "$WORK/"
+sed -e "s/127.0.0.1:18090/127.0.0.1:$SG_PORT/" \
+  -e "s#endpoint = \"http://127.0.0.1:18080\"#endpoint = \"http://127.0.0.1:$UP_PORT\"#" \
+  -e "s#^groups_claim = \"groups\"#groups_claim = \"groups\"\njwks_uri = \"http://127.0.0.1:$UP_PORT/jwks.json\"#" \
+  "$BENCH_DIR/stepgate/stepgate.toml" >"$WORK/stepgate.toml"
+
+UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt \
+  taskset -c 1 "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+load() {  # load URL SECONDS THINK_MS -> the BENCHJSON line
+  BENCH_TOKEN_FILE=$TOKEN BENCH_DELAY_MS=$3 timeout $(($2 + 30)) taskset -c 0 \
+    wrk -t1 -c32 -d"$2s" --timeout 5s -s "$BENCH_DIR/post.lua" "$1" 2>&1 | sed -n 's/^BENCHJSON //p'
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  d=$(load "http://127.0.0.1:$UP_PORT/aws/states" "$LAT" 15)
+  order=("$@")
+  if ((r % 2 == 0)); then mapfile -t order < <(printf '%s\n' "$@" | tac); fi
+  for b in "${order[@]}"; do
+    rm -rf "$WORK/audit"
+    (cd "$WORK" && exec taskset -c 1 "$b" serve --config stepgate.toml >"$WORK/stepgate.log" 2>&1) &
+    p=$!
+    PIDS+=("$p")
+    for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$SG_PORT/healthz" && break; sleep 0.1; done
+    load "http://127.0.0.1:$SG_PORT/aws/states" 2 0 >/dev/null
+    t0=$(ticks "$p")
+    s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)
+    t1=$(ticks "$p")
+    l=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$LAT" 15)
+    kill "$p"; wait "$p" 2>/dev/null || true
+    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
+      "$r" "$(basename "$b")" "$(field "$s" rps)" \
+      "$(python3 -c "print(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
+      "$(field "$s" non2xx)" \
+      $(($(field "$l" p50_us) - $(field "$d" p50_us))) $(($(field "$l" p90_us) - $(field "$d" p90_us))) \
+      $(($(field "$l" p99_us) - $(field "$d" p99_us))) "$(field "$d" p50_us)"
+  done
+done
