@@ -71,21 +71,6 @@ pub fn open_file(path: &Path) -> std::io::Result<Box<dyn LogFile>> {
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// Records waiting for the writer beyond which new submissions are refused (a stalled disk).
 const MAX_PENDING: usize = 65_536;
-/// Longest a record nobody waits for stays in memory when no waited-for record comes to take
-/// it along (at low load). Such records never wake the writer: waking it would put the writer
-/// thread between a handler and its answer.
-const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
-/// Batches taken back to back (each found waiting submitters the moment the previous sync
-/// ended, the writer never idle in between) that mean sustained load: from then on a batch is
-/// given [`BUSY_LINGER`] to grow before it is synced.
-const BUSY_STREAK: u32 = 3;
-/// How long a batch is left to grow under sustained load. One `fdatasync` costs tens of µs of
-/// CPU; at saturation the CPU is the limit and a sync per few requests is a large share of it,
-/// while the added wait is small beside the queueing such load brings. As soon as the writer
-/// finds nothing to do it is idle again, and a request that comes to an idle writer is synced
-/// at once.
-const BUSY_LINGER: Duration = Duration::from_micros(250);
-
 /// The result of one group commit, shared by every record in it.
 struct Commit {
     result: std::sync::OnceLock<Result<(), String>>,
@@ -422,181 +407,6 @@ impl FileLog {
     }
 }
 
-/// Puts the calling (writer) thread under `SCHED_BATCH`: when its `fdatasync` returns it does
-/// not preempt a request handler on the same CPU; it runs when the handler yields, and takes a
-/// bigger batch. On a busy single CPU every wake-up preemption was a switch away from serving.
-/// (Measured against the normal policy, niced or not, and against switching policy with load:
-/// each lost 13-26% of throughput at saturation for at most 50-80 µs at low load.)
-fn batch_scheduling() {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
-    };
-    if let Err(e) = thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Os(ThreadPriorityOsValue::default()),
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
-    ) {
-        tracing::debug!(message = "Audit writer keeps the default scheduling.", error = ?e);
-    }
-}
-
-struct Writer {
-    file: Box<dyn LogFile>,
-    /// The live file's length (kept here: no `stat` per batch).
-    size: u64,
-    path: PathBuf,
-    opened: Instant,
-    options: LogOptions,
-    opener: Opener,
-    metrics: AuditMetrics,
-}
-
-impl Writer {
-    fn run(mut self, shared: &Shared) {
-        let mut spare = Vec::with_capacity(16 * 1024);
-        // Batches taken back to back, without the writer idling.
-        let mut streak = 0;
-        loop {
-            // Take what accumulated; park only when there is nothing.
-            let (batch, head) = {
-                let Ok(mut c) = shared.chain.lock() else {
-                    return;
-                };
-                let mut lingered = false;
-                while c.open.count == 0 || (c.open.waited == 0 && !lingered && !c.stopped) {
-                    if c.stopped {
-                        return;
-                    }
-                    streak = 0;
-                    c.writer_idle = true;
-                    if c.open.count == 0 {
-                        c = match shared.wake.wait(c) {
-                            Ok(c) => c,
-                            Err(_) => return,
-                        };
-                    } else {
-                        // Only records nobody waits for: give a waited-for one a moment to
-                        // come and take them along.
-                        c = match shared.wake.wait_timeout(c, LATER_MAX_DELAY) {
-                            Ok((c, _)) => c,
-                            Err(_) => return,
-                        };
-                        lingered = true;
-                    }
-                }
-                c.writer_idle = false;
-                streak += 1;
-                if streak > BUSY_STREAK && !c.stopped {
-                    // Not idle: submitters do not wake it while the batch grows.
-                    c = match shared.wake.wait_timeout(c, BUSY_LINGER) {
-                        Ok((c, _)) => c,
-                        Err(_) => return,
-                    };
-                }
-                let next = Open::new(std::mem::take(&mut spare));
-                let batch = std::mem::replace(&mut c.open, next);
-                c.in_flight = Some(batch.commit.clone());
-                (batch, (c.seq, c.hash.clone()))
-            };
-            let result = self.flush(&batch.buf, batch.count);
-            let mut failed_next = None;
-            if let Ok(mut c) = shared.chain.lock() {
-                c.in_flight = None;
-                match &result {
-                    Ok(()) => {
-                        (c.durable_seq, c.durable_hash) = head;
-                    }
-                    Err(_) => {
-                        // Records sealed after this batch chain onto it: fail them too and
-                        // continue the chain from what is on disk.
-                        c.seq = c.durable_seq;
-                        c.hash = c.durable_hash.clone();
-                        if c.open.count > 0 {
-                            failed_next =
-                                Some(std::mem::replace(&mut c.open, Open::new(Vec::new())));
-                        }
-                    }
-                }
-            }
-            match &result {
-                Ok(()) => {
-                    if !shared.healthy.swap(true, Ordering::Relaxed) {
-                        tracing::info!(message = "Audit log writable again.");
-                    }
-                }
-                Err(e) => {
-                    if shared.healthy.swap(false, Ordering::Relaxed) {
-                        tracing::error!(message = "Audit log write failed; triggers are refused until it recovers.", error = %e);
-                    }
-                }
-            }
-            batch.commit.finish(result.clone());
-            if let Some(next) = failed_next {
-                next.commit.finish(result.clone());
-            }
-            spare = batch.buf;
-            spare.clear();
-        }
-    }
-
-    fn due_for_rotation(&self) -> bool {
-        let size = self
-            .options
-            .rotate_bytes
-            .is_some_and(|max| self.size >= max);
-        let age = self
-            .options
-            .rotate_age
-            .is_some_and(|max| self.opened.elapsed() >= max);
-        (size || age) && self.size > 0
-    }
-
-    /// Renames the live file to the next number and starts a new one. The chain continues:
-    /// the new file's first record links to the old file's last hash.
-    fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.sync()?;
-        let to = files::next_rotated(&self.path)?;
-        std::fs::rename(&self.path, &to)?;
-        self.file = (self.opener)(&self.path)?;
-        self.size = self.file.size()?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        self.opened = Instant::now();
-        tracing::info!(message = "Audit log rotated.", to = %to.display());
-        Ok(())
-    }
-
-    /// Appends and syncs `n` sealed records; on failure cuts the file back to before them.
-    fn flush(&mut self, buf: &[u8], n: usize) -> Result<(), String> {
-        if self.due_for_rotation()
-            && let Err(e) = self.rotate()
-        {
-            tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
-        }
-        let started = Instant::now();
-        let result = self.file.append(buf).and_then(|_| self.file.sync());
-        match result {
-            Ok(()) => {
-                self.size += buf.len() as u64;
-                self.metrics.observe_batch(n, started.elapsed());
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.failures.inc();
-                // Cut back whatever part of the batch landed; if even that fails, learn the
-                // real length so the next batch's roll-back point is right.
-                if self.file.truncate(self.size).is_err()
-                    && let Ok(len) = self.file.size()
-                {
-                    self.size = len;
-                }
-                Err(format!("audit write failed: {e}"))
-            }
-        }
-    }
-}
-
 /// Finds the last complete record; cuts a torn (newline-less) tail. A live file that is empty
 /// continues from the last rotated file.
 fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
@@ -662,6 +472,10 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
         accepted_break: None,
     })
 }
+
+mod writer;
+
+use writer::{Writer, batch_scheduling};
 
 #[cfg(test)]
 mod tests;
