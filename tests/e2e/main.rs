@@ -22,4 +22,5 @@ mod jwt_attacks;
 mod listener;
 mod peers;
 mod pipeline;
+mod refusals;
 mod reload;
