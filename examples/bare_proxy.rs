@@ -1,6 +1,6 @@
-//! The floor of stepgate's HTTP stack, for the side-by-side harness: the same runtime, server,
-//! client and allocator as `stepgate serve`, forwarding every request to one upstream and doing
-//! nothing else (no token check, no policy, no audit, no signing). What this costs per request
+//! The floor of stepgate's HTTP stack, for the side-by-side harness: the same runtime, connection
+//! builder (`listen::connection_builder`), outbound client (`http_client::HyperClient`) and
+//! allocator as `stepgate serve`, forwarding every request to one upstream and doing nothing else (no token check, no policy, no audit, no signing). What this costs per request
 //! is what any proxy built on these parts pays before its own work; nginx's plain proxy row is
 //! the same job in C.
 //!
@@ -11,26 +11,24 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
+use stepgate::http_client::{HttpClient, HyperClient};
+use stepgate::listen::connection_builder;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Upstream = Client<HttpConnector, Full<Bytes>>;
-
 const MAX_BODY: usize = 1 << 20;
 
 async fn forward(
-    client: &Upstream,
+    client: &HyperClient,
     base: &Uri,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, String> {
@@ -49,18 +47,12 @@ async fn forward(
     if let Some(v) = parts.headers.get("x-amz-target") {
         out = out.header("x-amz-target", v);
     }
-    let out = out.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(out))
+    let out = out.body(body).map_err(|e| e.to_string())?;
+    let resp = client
+        .send(out, Duration::from_secs(30))
         .await
-        .map_err(|_| "upstream timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Response::from_parts(parts, Full::new(body)))
+    Ok(resp.map(Full::new))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,11 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let client: &'static Upstream = Box::leak(Box::new(
-            Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(64)
-                .build(HttpConnector::new()),
-        ));
+        let client: &'static HyperClient = Box::leak(Box::new(HyperClient::new(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))?));
         let base: &'static Uri = Box::leak(Box::new(base));
         let listener = tokio::net::TcpListener::bind(listen).await?;
         loop {
@@ -95,14 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     })
                 });
-                // Served as `stepgate serve` serves: HTTP/1 or 2 by preface, header timeout.
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(64 * 1024);
-                let _ = builder
+                let _ = connection_builder(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -80,47 +80,19 @@ pub struct App {
     pub crypto: Arc<rustls::crypto::CryptoProvider>,
 }
 
-/// RFC 3339 UTC time with milliseconds (`2026-12-02T07:03:21.123Z`). Written digit by digit:
-/// every audit record carries one, and `time`'s format-description walk cost ten times as much.
+/// RFC 3339 UTC time with milliseconds (`2026-12-02T07:03:21.123Z`). Every audit record carries
+/// one: `humantime` writes it digit by digit (`time`'s format-description walk cost ten times as
+/// much); it covers 1970 to 9999 and panics outside, so other times take `time`'s formatter.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let Ok(year) = u16::try_from(t.year()) else {
-        return rfc3339_described(t);
-    };
-    if year > 9999 {
-        return rfc3339_described(t);
+    /// The first second `humantime` cannot write (year 10000).
+    const YEAR_10000: u64 = 253_402_300_800;
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => humantime::format_rfc3339_millis(t).to_string(),
+        _ => rfc3339_described(time::OffsetDateTime::from(t)),
     }
-    let mut out = [0u8; 24];
-    let mut put = |at: usize, n: u16, width: usize| {
-        let mut n = n;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, u8::from(t.month()).into(), 2);
-    put(8, t.day().into(), 2);
-    put(11, t.hour().into(), 2);
-    put(14, t.minute().into(), 2);
-    put(17, t.second().into(), 2);
-    put(20, t.millisecond(), 3);
-    for (at, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (23, b'Z'),
-    ] {
-        out[at] = c;
-    }
-    // Digits and separators only: always UTF-8.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
-/// [`rfc3339`] through `time`'s formatter (years outside 0..=9999; and the reference in tests).
+/// [`rfc3339`] through `time`'s formatter (times outside 1970..=9999; and the reference in tests).
 fn rfc3339_described(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
+use writer::{Writer, batch_scheduling};
+
+mod writer;
 
 /// How far from the end the tail is read to find the last record.
 const TAIL_BYTES: u64 = 1 << 20;
@@ -472,10 +475,6 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
         accepted_break: None,
     })
 }
-
-mod writer;
-
-use writer::{Writer, batch_scheduling};
 
 #[cfg(test)]
 mod tests;

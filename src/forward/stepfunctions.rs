@@ -94,7 +94,11 @@ impl Client<'_> {
         name: &str,
         input: &str,
     ) -> Result<Outcome, UpstreamError> {
-        let body = json!({"stateMachineArn": machine.arn, "name": name, "input": input});
+        let body = StartExecution {
+            state_machine_arn: &machine.arn,
+            name,
+            input,
+        };
         let v = self
             .call("AWSStepFunctions.StartSyncExecution", &body, false)
             .await?;
@@ -261,7 +265,7 @@ impl Client<'_> {
     }
 }
 
-/// `StartExecution`'s request body.
+/// The request body of `StartExecution` and `StartSyncExecution`.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct StartExecution<'a> {

@@ -86,17 +86,7 @@ impl Server {
                         Box::pin(async move { pipeline::handle(&app, req, peer).await });
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 });
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(64 * 1024);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(256)
-                    .max_header_list_size(64 * 1024);
+                let builder = connection_builder(header_timeout);
                 let served = match tls {
                     Some(acceptor) => {
                         let tls_stream = match tokio::time::timeout(
@@ -138,6 +128,23 @@ impl Server {
             tracing::error!(message = "Could not make the last audit records durable.", error = %e);
         }
     }
+}
+
+/// How every connection is served: HTTP/1.1 or HTTP/2 by preface, the header-read timeout,
+/// bounded buffers and streams. (Also what `examples/bare_proxy.rs` serves with.)
+pub fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    builder
 }
 
 /// Resolves on SIGTERM or SIGINT.
