@@ -343,10 +343,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A SHA-256 digest as lowercase hex, written into a buffer at once (`hex::encode` builds its
 /// string a character at a time; the request path hexes several digests).
 fn digest_hex(digest: [u8; 32]) -> String {
-    let mut out = [0u8; 64];
-    match hex::encode_to_slice(digest, &mut out) {
-        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(_) => hex::encode(digest),
+    let mut out = vec![0u8; 64];
+    // 64 bytes always hold 32 bytes' hex, and hex digits are UTF-8: the fallback never runs.
+    match hex::encode_to_slice(digest, &mut out).map(|()| String::from_utf8(out)) {
+        Ok(Ok(s)) => s,
+        _ => hex::encode(digest),
     }
 }
 
