@@ -167,3 +167,53 @@ fn a_broken_chain_refuses_to_start_unless_accepted_and_the_acceptance_is_recorde
         "{last}"
     );
 }
+
+#[test]
+fn one_wake_from_the_writer_releases_every_waiter_of_a_commit_even_if_the_woken_one_is_gone() {
+    rt().block_on(async {
+        let commit = Commit::new();
+        let mut waiters = Vec::new();
+        for _ in 0..16 {
+            let c = commit.clone();
+            waiters.push(tokio::spawn(async move { c.wait().await }));
+        }
+        // Let every waiter register and sleep.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        // The writer thread finishes the commit: one `notify_one`.
+        let c = commit.clone();
+        std::thread::spawn(move || c.finish(Ok(()))).join().unwrap();
+        // The first waiter (the one woken) is cancelled before it runs: the wake moves on.
+        waiters.remove(0).abort();
+        for w in waiters {
+            let r = tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("a waiter was left sleeping")
+                .unwrap();
+            assert!(r.is_ok());
+        }
+        // A waiter that comes after the commit finished does not sleep.
+        let late = tokio::time::timeout(Duration::from_secs(5), commit.wait()).await;
+        assert!(late.expect("a late waiter slept").is_ok());
+    });
+    // A failed commit fails every waiter.
+    rt().block_on(async {
+        let commit = Commit::new();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let c = commit.clone();
+                tokio::spawn(async move { c.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        commit.finish(Err("disk full".into()));
+        for w in waiters {
+            let r = tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(r, Err(AuditError::Io(m)) if m == "disk full"));
+        }
+    });
+}
