@@ -13,11 +13,12 @@
 # audit, SigV4) on ports of its own, with a fresh audit folder on the real disk per run. Each
 # round measures the upstream directly (paced), then each binary (order reversed every other
 # round): a 2 s warm-up, a SAT-second saturation run (req/s, CPU per request from
-# /proc/PID/stat) and a LAT-second paced run (32 connections, 15 ms think time; added p50 / p90
-# / p99 over direct). Prints one line per binary and round. Everything it starts is stopped.
+# /proc/PID/stat, involuntary context switches per request of the runtime thread) and a
+# LAT-second paced run (32 connections, 15 ms think time; added p50 / p90 / p99 over direct).
+# Prints one line per binary and round. Everything it starts is stopped.
 set -euo pipefail
 
-(($# >= 2)) || { sed -n '2,16p' "$0"; exit 2; }
+(($# >= 2)) || { sed -n '2,17p' "$0"; exit 2; }
 BENCH_DIR=${BENCH_DIR:-/tmp/stepgate-bench}
 ROUNDS=${ROUNDS:-3}
 SAT=${SAT:-6}
@@ -55,6 +56,8 @@ sleep 0.5
 
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Involuntary context switches of the main thread (the runtime's, on one CPU).
+switches() { awk '/^nonvoluntary_ctxt_switches/{print $2}' "/proc/$1/task/$1/status"; }
 load() {  # load URL SECONDS THINK_MS -> the BENCHJSON line
   BENCH_TOKEN_FILE=$TOKEN BENCH_DELAY_MS=$3 timeout $(($2 + 30)) taskset -c 0 \
     wrk -t1 -c32 -d"$2s" --timeout 5s -s "$BENCH_DIR/post.lua" "$1" 2>&1 | sed -n 's/^BENCHJSON //p'
@@ -71,14 +74,15 @@ for r in $(seq 1 "$ROUNDS"); do
     PIDS+=("$p")
     for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$SG_PORT/healthz" && break; sleep 0.1; done
     load "http://127.0.0.1:$SG_PORT/aws/states" 2 0 >/dev/null
-    t0=$(ticks "$p")
+    t0=$(ticks "$p"); c0=$(switches "$p")
     s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)
-    t1=$(ticks "$p")
+    t1=$(ticks "$p"); c1=$(switches "$p")
     l=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$LAT" 15)
     kill "$p"; wait "$p" 2>/dev/null || true
-    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
+    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
       "$r" "$(basename "$b")" "$(field "$s" rps)" \
       "$(python3 -c "print(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
+      "$(python3 -c "print(($c1 - $c0) / $(field "$s" requests))")" \
       "$(field "$s" non2xx)" \
       $(($(field "$l" p50_us) - $(field "$d" p50_us))) $(($(field "$l" p90_us) - $(field "$d" p90_us))) \
       $(($(field "$l" p99_us) - $(field "$d" p99_us))) "$(field "$d" p50_us)"

@@ -1,8 +1,9 @@
 //! The floor of stepgate's HTTP stack, for the side-by-side harness: the same runtime, connection
 //! builder (`listen::connection_builder`), outbound client (`http_client::HyperClient`) and
-//! allocator as `stepgate serve`, forwarding every request to one upstream and doing nothing else (no token check, no policy, no audit, no signing). What this costs per request
-//! is what any proxy built on these parts pays before its own work; nginx's plain proxy row is
-//! the same job in C.
+//! allocator as `stepgate serve`, forwarding every request to one upstream and doing nothing
+//! else (no token check, no policy, no audit, no signing). What this costs per request is what
+//! any proxy built on these parts pays before its own work; nginx's plain proxy row is the same
+//! job in C.
 //!
 //!   cargo run --release --example bare_proxy -- 127.0.0.1:18095 http://127.0.0.1:18080
 //!
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use stepgate::http_client::{HttpClient, HyperClient};
@@ -33,11 +34,9 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, String> {
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_BODY)
-        .collect()
+    let body = stepgate::listen::body::read(body, &parts.headers, MAX_BODY)
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+        .map_err(|e| e.to_string())?;
     let mut out = Request::builder().method(parts.method).uri(base.clone());
     for name in [http::header::CONTENT_TYPE, http::header::AUTHORIZATION] {
         if let Some(v) = parts.headers.get(&name) {

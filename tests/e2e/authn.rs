@@ -25,12 +25,7 @@ async fn an_issuer_down_at_start_fails_closed_and_does_not_stop_others() {
         .unwrap();
     let auth = format!("Bearer {t}");
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/nightly-load/executions",
-            &[("authorization", &auth)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/nightly-load/executions", &auth, "{}")
         .await;
     assert_eq!(
         (r.status, error_code(&r)),

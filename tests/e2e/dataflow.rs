@@ -111,7 +111,7 @@ async fn a_flex_template_starts_is_described_listed_and_cancelled_with_a_service
     );
 
     let path = format!("/v1/steps/flex/executions/{id}");
-    let r = h.send("GET", &path, &[("authorization", &auth)], "").await;
+    let r = h.authorized("GET", &path, &auth, "").await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(
         (r.json["status"].as_str(), r.json["state"].as_str()),
@@ -121,12 +121,7 @@ async fn a_flex_template_starts_is_described_listed_and_cancelled_with_a_service
     );
 
     let r = h
-        .send(
-            "GET",
-            "/v1/steps/flex/executions",
-            &[("authorization", &auth)],
-            "",
-        )
+        .authorized("GET", "/v1/steps/flex/executions", &auth, "")
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     let listed: Vec<&str> = r.json["executions"]
@@ -138,15 +133,10 @@ async fn a_flex_template_starts_is_described_listed_and_cancelled_with_a_service
     assert_eq!(listed, vec![id.as_str()]);
 
     let r = h
-        .send(
-            "POST",
-            &format!("{path}/stop"),
-            &[("authorization", &auth)],
-            "",
-        )
+        .authorized("POST", &format!("{path}/stop"), &auth, "")
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
-    let r = h.send("GET", &path, &[("authorization", &auth)], "").await;
+    let r = h.authorized("GET", &path, &auth, "").await;
     assert_eq!(r.json["status"], "ABORTED", "{}", r.json);
 
     // A job of the other step is not this step's: 404, and nothing is cancelled.
@@ -160,10 +150,10 @@ async fn a_flex_template_starts_is_described_listed_and_cancelled_with_a_service
     assert_eq!(r.status, 201, "{}", r.json);
     let other = r.json["execution_id"].as_str().unwrap().to_string();
     let r = h
-        .send(
+        .authorized(
             "POST",
             &format!("/v1/steps/flex/executions/{other}/stop"),
-            &[("authorization", &auth)],
+            &auth,
             "",
         )
         .await;

@@ -207,10 +207,10 @@ async fn every_attack_is_401_and_nothing_is_forwarded() {
 
     // The genuine token works: the battery is testing the checks, not a broken setup.
     let ok = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/nightly-load/executions",
-            &[("authorization", &format!("Bearer {good}"))],
+            &format!("Bearer {good}"),
             "{}",
         )
         .await;
@@ -218,10 +218,10 @@ async fn every_attack_is_401_and_nothing_is_forwarded() {
 
     for (what, token) in &cases {
         let r = h
-            .send(
+            .authorized(
                 "POST",
                 "/v1/steps/nightly-load/executions",
-                &[("authorization", &format!("Bearer {token}"))],
+                &format!("Bearer {token}"),
                 "{}",
             )
             .await;
@@ -242,12 +242,7 @@ async fn every_attack_is_401_and_nothing_is_forwarded() {
     // A 1 MiB header never reaches authentication (431), and nothing is forwarded.
     let huge = format!("Bearer {}", "A".repeat(1 << 20));
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/nightly-load/executions",
-            &[("authorization", &huge)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/nightly-load/executions", &huge, "{}")
         .await;
     assert!(r.status == 431 || r.status == 401, "{}", r.status);
     assert_eq!(h.sandbox.executions().len(), 1);

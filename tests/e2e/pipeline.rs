@@ -128,9 +128,7 @@ async fn ci_token_through_proxy_authorization_is_permitted_by_its_claims() {
         )
         .await;
     assert_eq!(r.status, 403);
-    let r = h
-        .send("GET", "/v1/steps", &[("authorization", &auth)], "")
-        .await;
+    let r = h.authorized("GET", "/v1/steps", &auth, "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json["steps"].as_array().unwrap().len(), 1);
     assert_eq!(r.json["steps"][0]["step"], "nightly-load");
@@ -148,10 +146,10 @@ async fn describe_and_stop_reach_only_the_steps_own_executions() {
 
     let viewer = format!("Bearer {}", h.token("victor"));
     let r = h
-        .send(
+        .authorized(
             "GET",
             "/v1/steps/nightly-load/executions/run-1",
-            &[("authorization", &viewer)],
+            &viewer,
             "",
         )
         .await;
@@ -162,10 +160,10 @@ async fn describe_and_stop_reach_only_the_steps_own_executions() {
     // An execution ARN of another state machine is refused before anything is sent.
     let other = "arn:aws:states:us-east-1:123456789012:execution:adhoc-report:run-1";
     let r = h
-        .send(
+        .authorized(
             "GET",
             &format!("/v1/steps/nightly-load/executions/{other}"),
-            &[("authorization", &viewer)],
+            &viewer,
             "",
         )
         .await;
@@ -173,20 +171,20 @@ async fn describe_and_stop_reach_only_the_steps_own_executions() {
 
     // Viewers may not stop; data engineers may.
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/nightly-load/executions/run-1/stop",
-            &[("authorization", &viewer)],
+            &viewer,
             "",
         )
         .await;
     assert_eq!(r.status, 403);
     let alice = format!("Bearer {}", h.token("alice"));
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/nightly-load/executions/run-1/stop",
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;
@@ -254,12 +252,7 @@ async fn request_ids_health_readiness_and_metrics() {
     );
     let auth = format!("Bearer {}", h.token("alice"));
     let e = h
-        .send(
-            "GET",
-            "/v1/steps/nightly-load/executions/x",
-            &[("authorization", &auth)],
-            "",
-        )
+        .authorized("GET", "/v1/steps/nightly-load/executions/x", &auth, "")
         .await;
     assert!(e.headers.contains_key("x-request-id"));
     assert_eq!(
@@ -361,10 +354,10 @@ async fn throttling_is_retried_for_idempotent_calls_only() {
     h.sandbox.fail_next(400, "ThrottlingException");
     h.sandbox.fail_next(503, "ServiceUnavailable");
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/adhoc-report/executions",
-            &[("authorization", &alice)],
+            &alice,
             r#"{"name": "retried"}"#,
         )
         .await;
@@ -373,10 +366,10 @@ async fn throttling_is_retried_for_idempotent_calls_only() {
     // Describe is retried too.
     h.sandbox.fail_next(500, "InternalFailure");
     let r = h
-        .send(
+        .authorized(
             "GET",
             "/v1/steps/adhoc-report/executions/retried",
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;
@@ -395,29 +388,24 @@ async fn listing_a_steps_executions_is_its_own_permission() {
         assert_eq!(r.status, 201, "{}", r.json);
     }
     let stop = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/adhoc-report/executions/l-1/stop",
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;
     assert_eq!(stop.status, 200);
     let r = h
-        .send(
-            "GET",
-            "/v1/steps/adhoc-report/executions",
-            &[("authorization", &alice)],
-            "",
-        )
+        .authorized("GET", "/v1/steps/adhoc-report/executions", &alice, "")
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json["executions"].as_array().unwrap().len(), 2);
     let r = h
-        .send(
+        .authorized(
             "GET",
             "/v1/steps/adhoc-report/executions?status=ABORTED&max_results=10",
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;
@@ -428,33 +416,23 @@ async fn listing_a_steps_executions_is_its_own_permission() {
     // Viewers may list; the CI identity may only start nightly-load.
     let viewer = format!("Bearer {}", h.token("victor"));
     assert_eq!(
-        h.send(
-            "GET",
-            "/v1/steps/adhoc-report/executions",
-            &[("authorization", &viewer)],
-            ""
-        )
-        .await
-        .status,
+        h.authorized("GET", "/v1/steps/adhoc-report/executions", &viewer, "")
+            .await
+            .status,
         200
     );
     let ci = format!("Bearer {}", h.token("ci"));
     assert_eq!(
-        h.send(
-            "GET",
-            "/v1/steps/adhoc-report/executions",
-            &[("authorization", &ci)],
-            ""
-        )
-        .await
-        .status,
+        h.authorized("GET", "/v1/steps/adhoc-report/executions", &ci, "")
+            .await
+            .status,
         403
     );
     let r = h
-        .send(
+        .authorized(
             "GET",
             "/v1/steps/adhoc-report/executions?status=NOPE",
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;

@@ -40,12 +40,7 @@ async fn authentication_failures_are_401_with_a_useful_description() {
             .unwrap();
         let auth = format!("Bearer {t}");
         let r = h
-            .send(
-                "POST",
-                "/v1/steps/nightly-load/executions",
-                &[("authorization", &auth)],
-                "{}",
-            )
+            .authorized("POST", "/v1/steps/nightly-load/executions", &auth, "{}")
             .await;
         assert_eq!(r.status, 401, "{why}: {}", r.json);
         assert_eq!(r.json["error"]["message"], why);
@@ -71,12 +66,7 @@ async fn authentication_failures_are_401_with_a_useful_description() {
         .unwrap();
     let auth = format!("Bearer {forged}");
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/nightly-load/executions",
-            &[("authorization", &auth)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/nightly-load/executions", &auth, "{}")
         .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json["error"]["message"], "signature does not verify");
@@ -87,12 +77,7 @@ async fn authentication_failures_are_401_with_a_useful_description() {
     for bad in ["not-a-jwt".to_string(), tampered] {
         let auth = format!("Bearer {bad}");
         let r = h
-            .send(
-                "POST",
-                "/v1/steps/nightly-load/executions",
-                &[("authorization", &auth)],
-                "{}",
-            )
+            .authorized("POST", "/v1/steps/nightly-load/executions", &auth, "{}")
             .await;
         assert_eq!(r.status, 401, "{}", r.json);
     }
@@ -143,13 +128,9 @@ async fn unknown_steps_paths_and_methods() {
         .await;
     assert_eq!(r.status, 401);
     let alice = format!("Bearer {}", h.token("alice"));
-    let r = h
-        .send("GET", "/v1/nothing", &[("authorization", &alice)], "")
-        .await;
+    let r = h.authorized("GET", "/v1/nothing", &alice, "").await;
     assert_eq!((r.status, error_code(&r)), (404, "not_found"));
-    let r = h
-        .send("DELETE", "/v1/steps", &[("authorization", &alice)], "")
-        .await;
+    let r = h.authorized("DELETE", "/v1/steps", &alice, "").await;
     assert_eq!((r.status, error_code(&r)), (405, "method_not_allowed"));
     h.stop().await;
 }
@@ -354,12 +335,7 @@ async fn rate_limits_answer_429_with_retry_after_per_caller() {
     // Another caller has its own bucket.
     let ci = format!("Bearer {}", h.token("ci"));
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/nightly-load/executions",
-            &[("authorization", &ci)],
-            body,
-        )
+        .authorized("POST", "/v1/steps/nightly-load/executions", &ci, body)
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     assert_eq!(h.sandbox.executions().len(), 3);

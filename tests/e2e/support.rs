@@ -117,6 +117,18 @@ impl Harness {
         }
     }
 
+    /// A request with one `Authorization` header (`Bearer <token>`, or a scheme under test).
+    pub async fn authorized(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: &str,
+    ) -> Reply {
+        self.send(method, path, &[("authorization", authorization)], body)
+            .await
+    }
+
     /// POST a start as `who`.
     pub async fn start_as(&self, who: &str, step: &str, body: &str) -> Reply {
         let auth = format!("Bearer {}", self.token(who));

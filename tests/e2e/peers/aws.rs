@@ -33,33 +33,18 @@ async fn a_step_signs_with_its_own_assumed_role_and_an_unassumable_role_fails_cl
     let before = moto_executions(&p).await.len();
     let alice = format!("Bearer {}", h.token("alice"));
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/demo/executions",
-            &[("authorization", &alice)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo/executions", &alice, "{}")
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
     let r2 = h
-        .send(
-            "POST",
-            "/v1/steps/demo/executions",
-            &[("authorization", &alice)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo/executions", &alice, "{}")
         .await;
     assert_eq!(r2.status, 201, "{}", r2.json);
     assert_eq!(moto_executions(&p).await.len(), before + 2);
     // The same machine through a step whose role may only describe: moto's IAM check refuses
     // the start (AccessDenied, kept in the message), proof that each step signs as its own role.
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/demo-viewer/executions",
-            &[("authorization", &alice)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo-viewer/executions", &alice, "{}")
         .await;
     assert_eq!(
         (r.status, r.json["error"]["code"].as_str()),
@@ -93,12 +78,7 @@ async fn a_step_signs_with_its_own_assumed_role_and_an_unassumable_role_fails_cl
     );
     // A role the proxy may not assume: fail closed, nothing forwarded, and audited.
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/demo-locked/executions",
-            &[("authorization", &alice)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo-locked/executions", &alice, "{}")
         .await;
     assert_eq!(
         (r.status, r.json["error"]["code"].as_str()),

@@ -32,10 +32,10 @@ async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
     // reader-bot is a viewer: 403, and moto sees nothing new.
     let reader = oidc_token(&p, "reader-bot", "reader-secret").await;
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/demo/executions",
-            &[("authorization", &format!("Bearer {reader}"))],
+            &format!("Bearer {reader}"),
             "{}",
         )
         .await;
@@ -60,12 +60,7 @@ async fn moto_signature_and_iam_failures_are_502_with_the_aws_message() {
 
     let h = Harness::start_with(peer_config(&p, "wrong-secret", &p.ak)).await;
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/demo/executions",
-            &[("authorization", &auth)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo/executions", &auth, "{}")
         .await;
     assert_eq!(
         (r.status, error_code(&r)),
@@ -85,12 +80,7 @@ async fn moto_signature_and_iam_failures_are_502_with_the_aws_message() {
 
     let h = Harness::start_with(peer_config(&p, &p.denied_sk, &p.denied_ak)).await;
     let r = h
-        .send(
-            "POST",
-            "/v1/steps/demo/executions",
-            &[("authorization", &auth)],
-            "{}",
-        )
+        .authorized("POST", "/v1/steps/demo/executions", &auth, "{}")
         .await;
     assert_eq!(r.status, 502, "{}", r.json);
     assert!(
@@ -118,10 +108,10 @@ async fn tokens_for_another_audience_are_refused() {
     })
     .await;
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/demo/executions",
-            &[("authorization", &format!("Bearer {bot}"))],
+            &format!("Bearer {bot}"),
             "{}",
         )
         .await;
@@ -147,12 +137,7 @@ async fn after_the_provider_rotates_its_keys_new_tokens_verify_without_a_restart
     .await;
     let before = oidc_token(&p, "pipeline-bot", "bot-secret").await;
     let r = h
-        .send(
-            "GET",
-            "/v1/steps",
-            &[("authorization", &format!("Bearer {before}"))],
-            "",
-        )
+        .authorized("GET", "/v1/steps", &format!("Bearer {before}"), "")
         .await;
     assert_eq!(r.status, 200, "{}", r.json);
 
@@ -166,12 +151,7 @@ async fn after_the_provider_rotates_its_keys_new_tokens_verify_without_a_restart
     let after = oidc_token(&p, "pipeline-bot", "bot-secret").await;
     assert_ne!(before, after);
     let r = h
-        .send(
-            "GET",
-            "/v1/steps",
-            &[("authorization", &format!("Bearer {after}"))],
-            "",
-        )
+        .authorized("GET", "/v1/steps", &format!("Bearer {after}"), "")
         .await;
     assert_eq!(
         r.status, 200,
