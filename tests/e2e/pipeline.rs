@@ -282,13 +282,13 @@ async fn a_repeated_idempotent_start_after_the_run_closed_answers_with_it_or_409
     let exec = a.json["execution_id"].as_str().unwrap().to_string();
     // Close it; AWS now answers ExecutionAlreadyExists for the name.
     let stop = h
-        .send(
+        .authorized(
             "POST",
             &format!(
                 "/v1/steps/adhoc-report/executions/{}/stop",
                 exec.rsplit(':').next().unwrap()
             ),
-            &[("authorization", &alice)],
+            &alice,
             "",
         )
         .await;

@@ -15,10 +15,10 @@ async fn oidc_provider_token_starts_a_moto_execution_and_a_viewer_is_refused() {
     let bot = oidc_token(&p, "pipeline-bot", "bot-secret").await;
     let name = format!("peer-{}", std::process::id());
     let r = h
-        .send(
+        .authorized(
             "POST",
             "/v1/steps/demo/executions",
-            &[("authorization", &format!("Bearer {bot}"))],
+            &format!("Bearer {bot}"),
             &format!(r#"{{"input": {{"date": "2026-11-24"}}, "name": "{name}"}}"#),
         )
         .await;
