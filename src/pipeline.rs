@@ -3,9 +3,11 @@
 //! -> audit outcome -> respond. Every API request that ends early is audited from its [`Trail`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -73,10 +75,18 @@ impl Trail {
     /// Writes a record of how the request ended: after a durable decision it is the outcome,
     /// written with the next group commit; otherwise it is the decision itself (a refusal),
     /// durable before it is answered.
-    async fn record(&self, app: &App, entry: Entry) -> Result<u64, crate::audit::AuditError> {
+    /// The record is sealed by this call; the future (ready at once for an outcome) waits for
+    /// what must be durable, and holds neither the entry nor the record.
+    fn record(
+        &self,
+        app: &App,
+        entry: Entry,
+    ) -> impl Future<Output = Result<u64, crate::audit::AuditError>> + Send + 'static {
         match &self.ticket {
-            Some(ticket) => app.audit.write_outcome(ticket, entry),
-            None => app.audit.write(entry).await,
+            Some(ticket) => {
+                Either::Left(std::future::ready(app.audit.write_outcome(ticket, entry)))
+            }
+            None => Either::Right(app.audit.write(entry)),
         }
     }
 
@@ -86,11 +96,13 @@ impl Trail {
 }
 
 /// Handles one HTTP request. Never fails: every error becomes the contract's JSON answer.
-pub async fn handle<B>(app: &App, req: Request<B>, peer: SocketAddr) -> Response<Body>
+/// Takes the app by `Arc` so the connection boxes this future itself, not a wrapper around it.
+pub async fn handle<B>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
 {
+    let app = &*app;
     let request_id = req
         .headers()
         .get(respond::REQUEST_ID)
@@ -204,91 +216,31 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
 {
     let endpoint = endpoint?; // 404 / 405
-    let (parts, body) = req.into_parts();
-    let identity = app.authn.authenticate(&parts.headers).await?; // 401 / 503
-    trail.set_identity(&identity);
-    let body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
-    if !body.is_empty() {
-        trail.input_sha256 = Some(sha256_hex(&body));
-    }
-    // A fronted API's start arrives already parsed into the native shape.
-    let mut fronted_start = None;
-    let route = match endpoint {
-        Endpoint::ListSteps => {
+    // Everything up to the sealed decision lives in this block: none of it is held while the
+    // request waits for the audit commit and the upstream (a smaller future to move and keep).
+    let (trigger, durable) = {
+        let (parts, body) = req.into_parts();
+        let identity = app.authn.authenticate(&parts.headers).await?; // 401 / 503
+        trail.set_identity(&identity);
+        let body = body::read(body, &parts.headers, app.settings.server.max_body_bytes).await?; // 413
+        if !body.is_empty() {
+            trail.input_sha256 = Some(sha256_hex(&body));
+        }
+        if let Endpoint::ListSteps = endpoint {
             trail.action = Some(Action::List);
             let facts = RequestFacts {
                 source_ip: trail.source_ip,
                 now: app.clock.now(),
                 input: None,
             };
-            return list_steps(app, &identity, &facts, trail).await;
+            return Box::pin(list_steps(app, &identity, &facts, trail)).await;
         }
-        Endpoint::Step(r) => r,
-        Endpoint::AwsStates => {
-            trail.aws = true;
-            let target = parts
-                .headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok());
-            let (r, start) =
-                route::aws_states(target, &body, app.steps.values().map(|s| s.as_ref()))?; // 403 / 400
-            fronted_start = start;
-            r
-        }
-        _ => return Err(Error::Unavailable("unroutable".into())),
+        let trigger = admit(app, endpoint, &parts, &body, &identity, trail)?;
+        let mut decision = trail.entry(app, "decision", "allow");
+        decision.execution_name = trigger.execution_name().map(str::to_string);
+        (trigger, app.audit.write_decision(decision))
     };
-    trail.action = Some(route.action);
-    trail.step = Some(route.step.clone());
-    let step = app
-        .steps
-        .get(&route.step)
-        .cloned()
-        .ok_or_else(|| Error::UnknownStep(route.step.clone()))?; // 404
-    app.limits
-        .check(&route.step, || identity.principal_id())
-        .map_err(Error::RateLimited)?; // 429
-    let list = match route.action {
-        Action::List => Some(validate::parse_list_query(parts.uri.query())?), // 400
-        _ => None,
-    };
-    let start = match route.action {
-        Action::Start => Some(validate::apply_pinned(
-            &step,
-            validate::start_body(fronted_start, &body)?,
-        )?), // 400
-        _ => None,
-    };
-    trail.input_fields = audit_fields(&step, start.as_ref());
-    let facts = RequestFacts {
-        source_ip: trail.source_ip,
-        now: app.clock.now(),
-        input: start.as_ref().and_then(|s| s.input.as_ref()),
-    };
-    let permit = app
-        .policies
-        .decide(&identity, &route.step, route.action, &facts)??; // 403 / 503
-    trail.reasons = permit.reasons().to_vec();
-    let idem = parts
-        .headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    let trigger = validate::trigger(
-        permit,
-        step,
-        route.execution.as_deref(),
-        start,
-        validate::Naming {
-            idempotency_key: idem,
-            random: rand::random(),
-        },
-        &app.guardrails,
-        list,
-    )?; // 400
-    let mut decision = trail.entry(app, "decision", "allow");
-    decision.execution_name = trigger.execution_name().map(str::to_string);
-    let ticket = trail
-        .ticket
-        .insert(app.audit.write_decision(decision).await?); // 503: nothing sent
+    let ticket = trail.ticket.insert(durable.await?); // 503: nothing sent
     app.metrics
         .decisions
         .get_or_create(&crate::observe::DecisionLabels { decision: "allow" })
@@ -327,7 +279,7 @@ where
             result,
             ..
         } => {
-            let mut b = json!({"step": route.step, "execution_id": execution_id, "request_id": trail.request_id});
+            let mut b = json!({"step": trail.step, "execution_id": execution_id, "request_id": trail.request_id});
             // A synchronous (EXPRESS) start carries its result.
             if let (Some(o), Some(r)) = (
                 b.as_object_mut(),
@@ -342,7 +294,7 @@ where
         | Outcome::Listed { body, .. } => {
             let mut b = body.clone();
             if let Some(o) = b.as_object_mut() {
-                o.insert("step".into(), json!(route.step));
+                o.insert("step".into(), json!(trail.step));
                 o.insert("request_id".into(), json!(trail.request_id));
             }
             b
@@ -351,10 +303,86 @@ where
     Ok(respond::json(status, &body, &trail.request_id))
 }
 
+/// Route -> step -> rate limit -> validate -> authorize -> trigger, for an authenticated request
+/// whose body has been read. Synchronous: nothing here waits.
+fn admit(
+    app: &App,
+    endpoint: Endpoint,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    identity: &Arc<Identity>,
+    trail: &mut Trail,
+) -> Result<validate::ValidatedTrigger, Error> {
+    // A fronted API's start arrives already parsed into the native shape.
+    let mut fronted_start = None;
+    let route = match endpoint {
+        Endpoint::Step(r) => r,
+        Endpoint::AwsStates => {
+            trail.aws = true;
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok());
+            let (r, start) =
+                route::aws_states(target, body, app.steps.values().map(|s| s.as_ref()))?; // 403 / 400
+            fronted_start = start;
+            r
+        }
+        _ => return Err(Error::Unavailable("unroutable".into())),
+    };
+    trail.action = Some(route.action);
+    trail.step = Some(route.step.clone());
+    let step = app
+        .steps
+        .get(&route.step)
+        .cloned()
+        .ok_or_else(|| Error::UnknownStep(route.step.clone()))?; // 404
+    app.limits
+        .check(&route.step, || identity.principal_id())
+        .map_err(Error::RateLimited)?; // 429
+    let list = match route.action {
+        Action::List => Some(validate::parse_list_query(parts.uri.query())?), // 400
+        _ => None,
+    };
+    let start = match route.action {
+        Action::Start => Some(validate::apply_pinned(
+            &step,
+            validate::start_body(fronted_start, body)?,
+        )?), // 400
+        _ => None,
+    };
+    trail.input_fields = audit_fields(&step, start.as_ref());
+    let facts = RequestFacts {
+        source_ip: trail.source_ip,
+        now: app.clock.now(),
+        input: start.as_ref().and_then(|s| s.input.as_ref()),
+    };
+    let permit = app
+        .policies
+        .decide(identity, &route.step, route.action, &facts)??; // 403 / 503
+    trail.reasons = permit.reasons().to_vec();
+    let idem = parts
+        .headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    Ok(validate::trigger(
+        permit,
+        step,
+        route.execution.as_deref(),
+        start,
+        validate::Naming {
+            idempotency_key: idem,
+            random: rand::random(),
+        },
+        &app.guardrails,
+        list,
+    )?) // 400
+}
+
 /// `GET /v1/steps`: the steps this caller may `start`.
 async fn list_steps(
     app: &App,
-    identity: &std::sync::Arc<Identity>,
+    identity: &Arc<Identity>,
     facts: &RequestFacts<'_>,
     trail: &mut Trail,
 ) -> Result<Response<Body>, Error> {

@@ -355,10 +355,18 @@ impl FileLog {
         &self.path
     }
 
-    /// Appends an entry and waits until it is durable; returns its `seq`.
-    pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
-        let (seq, commit) = self.submit(&entry, true)?;
-        commit.wait().await.map(|()| seq)
+    /// Appends an entry and waits until it is durable; returns its `seq`. The record is sealed
+    /// into the chain by this call; the future only waits for its commit, so it holds neither
+    /// the entry nor the record (it is moved at every level of the request's future).
+    pub fn append(
+        &self,
+        entry: Entry,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
+        let submitted = self.submit(&entry, true);
+        async move {
+            let (seq, commit) = submitted?;
+            commit.wait().await.map(|()| seq)
+        }
     }
 
     /// Appends an entry to the next group commit without waiting for it; returns its `seq`.

@@ -57,15 +57,26 @@ impl Audit {
     }
 
     /// Writes an `allow` decision and returns the ticket that lets the trigger be forwarded.
-    pub async fn write_decision(&self, entry: Entry) -> Result<AuditTicket, AuditError> {
+    /// The record is sealed by this call; the future waits for it to be durable.
+    pub fn write_decision(
+        &self,
+        entry: Entry,
+    ) -> impl Future<Output = Result<AuditTicket, AuditError>> + Send + 'static {
         debug_assert_eq!(entry.decision, "allow");
-        let seq = self.log.append(entry).await?;
-        Ok(AuditTicket { seq })
+        let durable = self.log.append(entry);
+        async move {
+            let seq = durable.await?;
+            Ok(AuditTicket { seq })
+        }
     }
 
-    /// Writes any other record (denials, lists) and waits until it is durable.
-    pub async fn write(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.log.append(entry).await
+    /// Writes any other record (denials, lists) and waits until it is durable. The record is
+    /// sealed by this call.
+    pub fn write(
+        &self,
+        entry: Entry,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
+        self.log.append(entry)
     }
 
     /// Waits until every record submitted so far is durable (shutdown; tests).

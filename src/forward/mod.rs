@@ -151,15 +151,20 @@ where
     }
 }
 
-/// One HTTP exchange within the deadline.
-async fn exchange(
-    http: &dyn crate::http_client::HttpClient,
+/// One HTTP exchange within the deadline. The request is handed to the client by this call;
+/// the future holds only the client's (boxed) exchange.
+fn exchange<'a>(
+    http: &'a dyn crate::http_client::HttpClient,
     req: http::Request<bytes::Bytes>,
     timeout: Duration,
-) -> Result<http::Response<bytes::Bytes>, UpstreamError> {
-    http.send(req, timeout).await.map_err(|e| match e {
-        crate::http_client::HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
-        other => UpstreamError::Transport(other.to_string()),
+) -> impl std::future::Future<Output = Result<http::Response<bytes::Bytes>, UpstreamError>> + Send + 'a
+{
+    use futures_util::FutureExt;
+    http.send(req, timeout).map(|r| {
+        r.map_err(|e| match e {
+            crate::http_client::HttpError::Timeout { after, .. } => UpstreamError::Timeout(after),
+            other => UpstreamError::Transport(other.to_string()),
+        })
     })
 }
 

@@ -228,29 +228,34 @@ impl Client<'_> {
         target: &'static str,
         body: &B,
     ) -> Result<Value, UpstreamError> {
-        let bytes = Bytes::from(
-            serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
-        );
-        let host = self
-            .endpoint
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .ok_or_else(|| UpstreamError::Transport("endpoint has no host".into()))?;
-        let mut req = http::Request::post(self.endpoint.clone())
-            .header(http::header::HOST, host)
-            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
-            .header("x-amz-target", http::HeaderValue::from_static(target))
-            .body(bytes)
-            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
-        sigv4::sign_request(
-            &mut req,
-            self.creds,
-            self.region,
-            "states",
-            self.clock.now(),
-        )
-        .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
-        let resp = super::exchange(self.http, req, self.timeout).await?;
+        // The request is built, signed and handed over in this block: the future keeps none
+        // of it while it waits.
+        let sent = {
+            let bytes = Bytes::from(
+                serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
+            );
+            let host = self
+                .endpoint
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .ok_or_else(|| UpstreamError::Transport("endpoint has no host".into()))?;
+            let mut req = http::Request::post(self.endpoint.clone())
+                .header(http::header::HOST, host)
+                .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+                .header("x-amz-target", http::HeaderValue::from_static(target))
+                .body(bytes)
+                .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+            sigv4::sign_request(
+                &mut req,
+                self.creds,
+                self.region,
+                "states",
+                self.clock.now(),
+            )
+            .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
+            super::exchange(self.http, req, self.timeout)
+        };
+        let resp = sent.await?;
         let status = resp.status();
         if status.is_success() {
             return serde_json::from_slice(resp.body())

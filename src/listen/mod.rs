@@ -83,7 +83,7 @@ impl Server {
                     // Boxed with an explicit `Send` bound: pins the lifetimes the compiler
                     // otherwise has to prove `Send` for generically.
                     let fut: futures_util::future::BoxFuture<'static, _> =
-                        Box::pin(async move { pipeline::handle(&app, req, peer).await });
+                        Box::pin(pipeline::handle(app, req, peer));
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 });
                 let builder = connection_builder(header_timeout);
