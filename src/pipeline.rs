@@ -233,6 +233,7 @@ where
                 now: app.clock.now(),
                 input: None,
             };
+            // Boxed: a rare path, kept out of the size of every request's future.
             return Box::pin(list_steps(app, &identity, &facts, trail)).await;
         }
         let trigger = admit(app, endpoint, &parts, &body, &identity, trail)?;
