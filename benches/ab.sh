@@ -13,7 +13,9 @@
 # audit, SigV4) on ports of its own, with a fresh audit folder on the real disk per run. Each
 # round measures the upstream directly (paced), then each binary (order reversed every other
 # round): a 2 s warm-up, a SAT-second saturation run (req/s, CPU per request from
-# /proc/PID/stat, involuntary context switches per request of the runtime thread) and a
+# /proc/PID/stat, that CPU over the co-located upstream's in the same seconds -- the upstream is
+# the same program for every binary, so the ratio holds still while the host's speed drifts --
+# involuntary context switches per request of the runtime thread) and a
 # LAT-second paced run (32 connections, 15 ms think time; added p50 / p90 / p99 over direct).
 # Prints one line per binary and round. Everything it starts is stopped.
 set -euo pipefail
@@ -51,7 +53,8 @@ sed -e "s/127.0.0.1:18090/127.0.0.1:$SG_PORT/" \
 
 UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt \
   taskset -c 1 "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
+UPSTREAM_PID=$!
+PIDS+=("$UPSTREAM_PID")
 sleep 0.5
 
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
@@ -74,14 +77,15 @@ for r in $(seq 1 "$ROUNDS"); do
     PIDS+=("$p")
     for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$SG_PORT/healthz" && break; sleep 0.1; done
     load "http://127.0.0.1:$SG_PORT/aws/states" 2 0 >/dev/null
-    t0=$(ticks "$p"); c0=$(switches "$p")
+    t0=$(ticks "$p"); c0=$(switches "$p"); u0=$(ticks "$UPSTREAM_PID")
     s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)
-    t1=$(ticks "$p"); c1=$(switches "$p")
+    t1=$(ticks "$p"); c1=$(switches "$p"); u1=$(ticks "$UPSTREAM_PID")
     l=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$LAT" 15)
     kill "$p"; wait "$p" 2>/dev/null || true
-    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
+    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  %4.2f x upstream  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
       "$r" "$(basename "$b")" "$(field "$s" rps)" \
       "$(python3 -c "print(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
+      "$(python3 -c "print(($t1 - $t0) / max($u1 - $u0, 1))")" \
       "$(python3 -c "print(($c1 - $c0) / $(field "$s" requests))")" \
       "$(field "$s" non2xx)" \
       $(($(field "$l" p50_us) - $(field "$d" p50_us))) $(($(field "$l" p90_us) - $(field "$d" p90_us))) \
