@@ -223,39 +223,45 @@ impl Client<'_> {
         super::with_retries(idempotent, retryable, || self.call_once(target, body)).await
     }
 
+    /// The signed `POST` of one call. Built apart from [`Self::call_once`] so the request,
+    /// borrowed while it is signed, is not kept in that future while the exchange runs.
+    fn signed_request<B: serde::Serialize>(
+        &self,
+        target: &'static str,
+        body: &B,
+    ) -> Result<http::Request<Bytes>, UpstreamError> {
+        let bytes = Bytes::from(
+            serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
+        );
+        let host = self
+            .endpoint
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .ok_or_else(|| UpstreamError::Transport("endpoint has no host".into()))?;
+        let mut req = http::Request::post(self.endpoint.clone())
+            .header(http::header::HOST, host)
+            .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .header("x-amz-target", http::HeaderValue::from_static(target))
+            .body(bytes)
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        sigv4::sign_request(
+            &mut req,
+            self.creds,
+            self.region,
+            "states",
+            self.clock.now(),
+        )
+        .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
+        Ok(req)
+    }
+
     async fn call_once<B: serde::Serialize + Sync>(
         &self,
         target: &'static str,
         body: &B,
     ) -> Result<Value, UpstreamError> {
-        // The request is built, signed and handed over in this block: the future keeps none
-        // of it while it waits.
-        let sent = {
-            let bytes = Bytes::from(
-                serde_json::to_vec(body).map_err(|e| UpstreamError::Transport(e.to_string()))?,
-            );
-            let host = self
-                .endpoint
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .ok_or_else(|| UpstreamError::Transport("endpoint has no host".into()))?;
-            let mut req = http::Request::post(self.endpoint.clone())
-                .header(http::header::HOST, host)
-                .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.0")
-                .header("x-amz-target", http::HeaderValue::from_static(target))
-                .body(bytes)
-                .map_err(|e| UpstreamError::Transport(e.to_string()))?;
-            sigv4::sign_request(
-                &mut req,
-                self.creds,
-                self.region,
-                "states",
-                self.clock.now(),
-            )
-            .map_err(|e| UpstreamError::Transport(format!("signing failed: {e}")))?;
-            super::exchange(self.http, req, self.timeout)
-        };
-        let resp = sent.await?;
+        let req = self.signed_request(target, body)?;
+        let resp = super::exchange(self.http, req, self.timeout).await?;
         let status = resp.status();
         if status.is_success() {
             return serde_json::from_slice(resp.body())
