@@ -292,14 +292,16 @@ impl Client<'_> {
             ),
             None => Bytes::new(),
         };
+        // Marked sensitive: kept out of `Debug` output and never indexed by HTTP/2's HPACK.
+        let mut authorization =
+            http::HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
+                .map_err(|e| UpstreamError::Transport(format!("access token: {e}")))?;
+        authorization.set_sensitive(true);
         let mut req = http::Request::builder()
             .method(method)
             .uri(uri)
             .header(http::header::HOST, host)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.expose()),
-            );
+            .header(http::header::AUTHORIZATION, authorization);
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
