@@ -15,12 +15,14 @@
 # round): a 2 s warm-up, a SAT-second saturation run (req/s, CPU per request from
 # /proc/PID/stat, that CPU over the co-located upstream's in the same seconds -- the upstream is
 # the same program for every binary, so the ratio holds still while the host's speed drifts --
-# involuntary context switches per request of the runtime thread) and a
-# LAT-second paced run (32 connections, 15 ms think time; added p50 / p90 / p99 over direct).
+# involuntary context switches per request of the runtime thread, the audit writer thread's CPU
+# per request -- its `fdatasync`s, a share of the total -- and the records per group commit, from
+# /metrics) and a LAT-second paced run (32 connections, 15 ms think time; added p50 / p90 / p99
+# over direct).
 # Prints one line per binary and round. Everything it starts is stopped.
 set -euo pipefail
 
-(($# >= 2)) || { sed -n '2,17p' "$0"; exit 2; }
+(($# >= 2)) || { sed -n '2,/^# Prints one line/p' "$0"; exit 2; }
 BENCH_DIR=${BENCH_DIR:-/tmp/stepgate-bench}
 ROUNDS=${ROUNDS:-3}
 SAT=${SAT:-6}
@@ -33,6 +35,10 @@ for f in "$TOKEN" "$UPSTREAM_BIN" "$BENCH_DIR/post.lua" "$BENCH_DIR/stepgate/ste
   [[ -e $f ]] || { echo "missing $f: run the harness once in $BENCH_DIR (see the top of $0)" >&2; exit 2; }
 done
 for b in "$@"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
+# Each binary runs from the work folder: name it absolutely.
+bins=()
+for b in "$@"; do bins+=("$(realpath "$b")"); done
+set -- "${bins[@]}"
 
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/stepgate-ab.XXXXXX")
 PIDS=()
@@ -59,6 +65,19 @@ sleep 0.5
 
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the audit writer thread (named stepgate-audit) of process $1.
+writer_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    if [[ $(cat "$t/comm" 2>/dev/null) == stepgate-audit ]]; then awk '{print $14 + $15}' "$t/stat"; return; fi
+  done
+  echo 0
+}
+# Group commits so far and the records they held: "COUNT SUM".
+commits() {
+  curl -sf "http://127.0.0.1:$SG_PORT/metrics" |
+    awk '/^stepgate_audit_batch_records_count/{c=$2} /^stepgate_audit_batch_records_sum/{s=$2} END{print c+0, s+0}'
+}
 # Involuntary context switches of the main thread (the runtime's, on one CPU).
 switches() { awk '/^nonvoluntary_ctxt_switches/{print $2}' "/proc/$1/task/$1/status"; }
 load() {  # load URL SECONDS THINK_MS -> the BENCHJSON line
@@ -77,15 +96,17 @@ for r in $(seq 1 "$ROUNDS"); do
     PIDS+=("$p")
     for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$SG_PORT/healthz" && break; sleep 0.1; done
     load "http://127.0.0.1:$SG_PORT/aws/states" 2 0 >/dev/null
-    t0=$(ticks "$p"); c0=$(switches "$p"); u0=$(ticks "$UPSTREAM_PID")
+    t0=$(ticks "$p"); c0=$(switches "$p"); u0=$(ticks "$UPSTREAM_PID"); w0=$(writer_ticks "$p"); read -r b0 r0 < <(commits)
     s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)
-    t1=$(ticks "$p"); c1=$(switches "$p"); u1=$(ticks "$UPSTREAM_PID")
+    t1=$(ticks "$p"); c1=$(switches "$p"); u1=$(ticks "$UPSTREAM_PID"); w1=$(writer_ticks "$p"); read -r b1 r1 < <(commits)
     l=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$LAT" 15)
     kill "$p"; wait "$p" 2>/dev/null || true
-    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req  %4.2f x upstream  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
+    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req (writer %4.1f)  %4.2f x upstream  %5.1f records/commit  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
       "$r" "$(basename "$b")" "$(field "$s" rps)" \
       "$(python3 -c "print(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
+      "$(python3 -c "print(($w1 - $w0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
       "$(python3 -c "print(($t1 - $t0) / max($u1 - $u0, 1))")" \
+      "$(python3 -c "print(($r1 - $r0) / max($b1 - $b0, 1))")" \
       "$(python3 -c "print(($c1 - $c0) / $(field "$s" requests))")" \
       "$(field "$s" non2xx)" \
       $(($(field "$l" p50_us) - $(field "$d" p50_us))) $(($(field "$l" p90_us) - $(field "$d" p90_us))) \
