@@ -1,12 +1,13 @@
 //! Identity, step and request facts -> Cedar entities and context. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::SystemTime;
 
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
+use super::input_use::InputUse;
 use crate::authn::Identity;
 use crate::clock::unix_secs;
 use crate::config::{AttrValue, StepSettings};
@@ -154,6 +155,18 @@ pub fn json_value(v: &serde_json::Value) -> Option<RestrictedExpression> {
     })
 }
 
+/// The record of `input`'s attributes in `keep` (the rest no policy reads); `None` when the
+/// input is not an object.
+fn read_part(input: &serde_json::Value, keep: &BTreeSet<String>) -> Option<RestrictedExpression> {
+    let fields: BTreeMap<String, RestrictedExpression> = input
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| keep.contains(k.as_str()))
+        .filter_map(|(k, v)| json_value(v).map(|e| (k.clone(), e)))
+        .collect();
+    RestrictedExpression::new_record(fields).ok()
+}
+
 /// Days since the epoch -> ISO weekday (1 = Monday ... 7 = Sunday). 1970-01-01 was a Thursday.
 fn iso_weekday(days: u64) -> i64 {
     ((days + 3) % 7 + 1) as i64
@@ -169,13 +182,13 @@ pub fn token_age(facts: &RequestFacts<'_>, identity: &Identity) -> u64 {
 
 /// The `context` record (DESIGN.md §5). `source_ip` comes ready made: building an `ip(...)`
 /// expression parses the extension's name, so callers keep them per address.
-/// `with_input: false` leaves `input` out (no policy reads it; converting it is the costliest
-/// part of a context).
+/// `input: None` leaves `input` out (no policy reads it; converting it is the costliest part
+/// of a context); else the input goes in as far as the policies read it.
 pub fn context(
     facts: &RequestFacts<'_>,
     identity: &Identity,
     source_ip: RestrictedExpression,
-    with_input: bool,
+    input: Option<&InputUse>,
 ) -> Result<Context, EntityError> {
     let now = unix_secs(facts.now);
     let token_age = token_age(facts, identity);
@@ -198,10 +211,13 @@ pub fn context(
             RestrictedExpression::new_long(i64::try_from(token_age).unwrap_or(i64::MAX)),
         ),
     ];
-    if let Some(input) = facts
-        .input
-        .filter(|v| with_input && v.is_object())
-        .and_then(json_value)
+    if let Some(input) = input
+        .filter(|u| u.is_read())
+        .and(facts.input)
+        .and_then(|v| match input.and_then(InputUse::attributes) {
+            Some(keep) => read_part(v, keep),
+            None => v.is_object().then(|| json_value(v)).flatten(),
+        })
     {
         pairs.push(("input".to_string(), input));
     }

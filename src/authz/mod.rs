@@ -2,6 +2,7 @@
 //! Default deny; `forbid` beats `permit`; a `forbid` that fails to evaluate denies.
 
 pub mod entities;
+pub mod input_use;
 pub mod policies;
 pub mod reload;
 
@@ -149,14 +150,14 @@ impl Policies {
         &self,
         facts: &RequestFacts<'_>,
         identity: &Identity,
-        reads_input: bool,
+        input_use: &input_use::InputUse,
     ) -> Result<Context, AuthzError> {
-        let build = |with_input| {
-            entities::context(facts, identity, self.source_ip(facts.source_ip), with_input)
+        let build = |input| {
+            entities::context(facts, identity, self.source_ip(facts.source_ip), input)
                 .map_err(|e| AuthzError(e.0))
         };
-        if reads_input && facts.input.is_some() {
-            return build(true);
+        if input_use.is_read() && facts.input.is_some() {
+            return build(Some(input_use));
         }
         let second = crate::clock::unix_secs(facts.now);
         let key = (facts.source_ip, entities::token_age(facts, identity));
@@ -166,7 +167,7 @@ impl Policies {
         {
             return Ok(ctx.clone());
         }
-        let ctx = build(false)?;
+        let ctx = build(None)?;
         if let Ok(mut c) = self.contexts.lock() {
             if c.second != second || c.by_source.len() >= MAX_CACHED_CONTEXTS {
                 c.by_source.clear();
@@ -232,7 +233,7 @@ impl Policies {
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
         let (principal, ents) =
             Self::entities(vocabulary, identity, step, step_entity, live.generation)?;
-        let context = self.context(facts, identity, bundle.reads_input)?;
+        let context = self.context(facts, identity, &bundle.input_use)?;
         let request = Request::new(
             principal.uid(),
             vocabulary.action(action).clone(),

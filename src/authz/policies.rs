@@ -34,9 +34,10 @@ pub struct PolicyBundle {
     pub files: BTreeMap<String, PathBuf>,
     /// The policies by resource scope and action (see [`PolicyIndex`]).
     pub index: PolicyIndex,
-    /// Whether any policy file mentions `input`. When none does, no policy can read
-    /// `context.input`, and decisions skip converting the start input to a Cedar record.
-    pub reads_input: bool,
+    /// What the policies read of `context.input` (from their parsed form): decisions convert
+    /// only that part of a start's input to a Cedar record, and none of it when no policy
+    /// reads it.
+    pub input_use: super::input_use::InputUse,
 }
 
 impl PolicyBundle {
@@ -259,7 +260,7 @@ pub fn build(
             .map_err(|e| Problems(vec![problem(Path::new(""), "", None, e)]))?;
     }
     Ok(PolicyBundle {
-        reads_input: src.policies.iter().any(|(_, text)| text.contains("input")),
+        input_use: super::input_use::analyze(set.policies()),
         index,
         policy_count: set.policies().count(),
         steps: step_entities,

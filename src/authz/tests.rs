@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::input_use::InputUse;
 use super::*;
 use crate::model::Action;
 
@@ -92,7 +93,10 @@ fn policies_that_read_input_see_it() {
         r#"@id("no-full") permit (principal, action == Action::"start", resource)
         when { !(context has input && context.input has full_refresh && context.input.full_refresh) };"#,
     );
-    assert!(p.current().reads_input);
+    assert_eq!(
+        p.current().input_use,
+        InputUse::Attributes(["full_refresh".to_string()].into())
+    );
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let id = caller(5, now);
     let full = serde_json::json!({"full_refresh": true});
@@ -108,5 +112,44 @@ fn policies_that_read_input_see_it() {
     );
     assert!(allowed(&p, &id, [10, 0, 0, 1], now));
     let without = policies(r#"@id("all") permit (principal, action, resource);"#);
-    assert!(!without.current().reads_input);
+    assert_eq!(without.current().input_use, InputUse::Unread);
+}
+
+#[test]
+fn decisions_on_part_of_the_input_match_the_whole() {
+    // A forbid on one attribute, beside others no policy names; and a policy that reads the
+    // record whole (nothing left out then).
+    let part = policies(
+        r#"@id("all") permit (principal, action, resource);
+        @id("no-full") forbid (principal, action == Action::"start", resource)
+        when { context has input && context.input has full_refresh && context.input.full_refresh };"#,
+    );
+    let whole = policies(
+        r#"@id("dated") permit (principal, action == Action::"start", resource)
+        when { context has input && ![context.input].isEmpty() &&
+            context.input has date && context.input.date == "2026-11-24" };"#,
+    );
+    assert_eq!(whole.current().input_use, InputUse::Whole);
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let id = caller(5, now);
+    let decide = |p: &Policies, input: &serde_json::Value| {
+        let facts = RequestFacts {
+            source_ip: [10, 0, 0, 1].into(),
+            now,
+            input: Some(input),
+        };
+        p.decide(&id, "load", Action::Start, &facts)
+            .unwrap()
+            .is_ok()
+    };
+    let full =
+        serde_json::json!({"date": "2026-11-24", "full_refresh": true, "partitions": ["a", "b"]});
+    let not_full =
+        serde_json::json!({"date": "2026-11-24", "full_refresh": false, "partitions": ["a"]});
+    let unnamed = serde_json::json!({"date": "2026-11-24"});
+    assert!(!decide(&part, &full));
+    assert!(decide(&part, &not_full));
+    assert!(decide(&part, &unnamed));
+    assert!(decide(&whole, &not_full));
+    assert!(!decide(&whole, &serde_json::json!({"date": "2026-11-25"})));
 }
