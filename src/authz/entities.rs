@@ -1,6 +1,6 @@
 //! Identity, step and request facts -> Cedar entities and context. Pure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -145,23 +145,15 @@ pub fn json_value(v: &serde_json::Value) -> Option<RestrictedExpression> {
         serde_json::Value::Array(a) => {
             RestrictedExpression::new_set(a.iter().filter_map(json_value))
         }
-        serde_json::Value::Object(o) => {
-            let fields: BTreeMap<String, RestrictedExpression> = o
-                .iter()
-                .filter_map(|(k, v)| json_value(v).map(|e| (k.clone(), e)))
-                .collect();
-            RestrictedExpression::new_record(fields).ok()?
-        }
+        serde_json::Value::Object(o) => json_record(o.iter())?,
     })
 }
 
-/// The record of `input`'s attributes in `keep` (the rest no policy reads); `None` when the
-/// input is not an object.
-fn read_part(input: &serde_json::Value, keep: &BTreeSet<String>) -> Option<RestrictedExpression> {
-    let fields: BTreeMap<String, RestrictedExpression> = input
-        .as_object()?
-        .iter()
-        .filter(|(k, _)| keep.contains(k.as_str()))
+/// JSON members -> a Cedar record (`null` members left out).
+fn json_record<'a>(
+    members: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+) -> Option<RestrictedExpression> {
+    let fields: BTreeMap<String, RestrictedExpression> = members
         .filter_map(|(k, v)| json_value(v).map(|e| (k.clone(), e)))
         .collect();
     RestrictedExpression::new_record(fields).ok()
@@ -211,14 +203,16 @@ pub fn context(
             RestrictedExpression::new_long(i64::try_from(token_age).unwrap_or(i64::MAX)),
         ),
     ];
-    if let Some(input) = input
-        .filter(|u| u.is_read())
-        .and(facts.input)
-        .and_then(|v| match input.and_then(InputUse::attributes) {
-            Some(keep) => read_part(v, keep),
-            None => v.is_object().then(|| json_value(v)).flatten(),
-        })
-    {
+    // The attributes no policy reads are left out; only an object input is a record.
+    let members = facts.input.and_then(serde_json::Value::as_object);
+    let converted = match (input, members) {
+        (Some(InputUse::Attributes(keep)), Some(m)) => {
+            json_record(m.iter().filter(|(k, _)| keep.contains(k.as_str())))
+        }
+        (Some(InputUse::Whole), Some(m)) => json_record(m.iter()),
+        _ => None,
+    };
+    if let Some(input) = converted {
         pairs.push(("input".to_string(), input));
     }
     Context::from_pairs(pairs).map_err(|e| EntityError(e.to_string()))

@@ -29,21 +29,16 @@ impl InputUse {
     pub fn is_read(&self) -> bool {
         !matches!(self, InputUse::Unread)
     }
-
-    /// The attributes to keep, or `None` for all of them.
-    pub fn attributes(&self) -> Option<&BTreeSet<String>> {
-        match self {
-            InputUse::Attributes(a) => Some(a),
-            _ => None,
-        }
-    }
 }
 
-/// Reads every policy's conditions. A policy whose JSON form cannot be produced counts as a
-/// whole read.
+/// Reads every policy's conditions (a policy without `when`/`unless` reads no context and is
+/// not converted). A policy whose JSON form cannot be produced counts as a whole read.
 pub fn analyze<'a>(policies: impl IntoIterator<Item = &'a cedar_policy::Policy>) -> InputUse {
     let mut acc = Acc::default();
-    for p in policies {
+    for p in policies
+        .into_iter()
+        .filter(|p| p.has_non_scope_constraint())
+    {
         match p.to_json() {
             Ok(json) => policy(&json, &mut acc),
             Err(_) => acc.whole = true,
