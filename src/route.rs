@@ -1,5 +1,7 @@
 //! Route: (method, path) -> what the caller asks for. Pure; knows nothing of steps or tokens.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use crate::model::{Action, StartBody};
@@ -168,13 +170,13 @@ pub fn aws_states<'a>(
 
 /// Resolves a request line. Path segments are percent-decoded.
 pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
-    let segs: Vec<String> = path
+    let segs: Vec<Cow<'_, str>> = path
         .trim_start_matches('/')
         .trim_end_matches('/')
         .split('/')
         .map(percent_decode)
         .collect();
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let segs: Vec<&str> = segs.iter().map(|s| &**s).collect();
     let not_allowed = || RouteError::MethodNotAllowed {
         method: method.to_string(),
         path: path.to_string(),
@@ -230,8 +232,11 @@ pub fn resolve(method: &Method, path: &str) -> Result<Endpoint, RouteError> {
     }
 }
 
-/// Decodes `%XX` escapes (invalid escapes are kept as they are).
-pub fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (invalid escapes are kept as they are). Borrows when there are none.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -249,7 +254,7 @@ pub fn percent_decode(s: &str) -> String {
         out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

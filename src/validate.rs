@@ -161,7 +161,7 @@ pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery, InvalidInput> 
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = crate::route::percent_decode(v);
+        let v = crate::route::percent_decode(v).into_owned();
         match k {
             "status" if EXECUTION_STATES.contains(&v.as_str()) => q.status = Some(v),
             "status" => {

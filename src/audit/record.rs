@@ -188,11 +188,14 @@ impl Values {
 
 /// An integer as RFC 8785 writes it: numbers are IEEE doubles, so above 2^53 they are rounded
 /// and printed the ECMAScript way (`18446744073709552000`).
-fn canonical_u64(n: Option<u64>) -> String {
+fn canonical_u64(n: Option<u64>, out: &mut Vec<u8>) {
     match n {
-        None => "null".into(),
-        Some(n) if n <= 1 << 53 => n.to_string(),
-        Some(n) => serde_json_canonicalizer::to_string(&n).unwrap_or_else(|_| n.to_string()),
+        None => out.extend_from_slice(b"null"),
+        Some(n) if n <= 1 << 53 => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        Some(n) => match serde_json_canonicalizer::to_string(&n) {
+            Ok(text) => out.extend_from_slice(text.as_bytes()),
+            Err(_) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        },
     }
 }
 
@@ -248,7 +251,7 @@ impl Prepared {
         }
         v.member(&mut head, "input_sha256", &input_sha256);
         head.extend_from_slice(b"\"latency_ms\":");
-        head.extend_from_slice(canonical_u64(e.latency_ms).as_bytes());
+        canonical_u64(e.latency_ms, &mut head);
         head.push(b',');
         head.extend_from_slice(b"\"prev_hash\":\"");
         let mut mid = Vec::with_capacity(128);
@@ -309,12 +312,19 @@ impl Prepared {
         h.update(&self.canon_head);
         h.update(prev_hash.as_bytes());
         h.update(&self.canon_mid);
-        h.update(canonical_u64(Some(seq)).as_bytes());
-        let seq = seq.to_string();
+        let mut digits = itoa::Buffer::new();
+        let seq_text = digits.format(seq);
+        if seq <= 1 << 53 {
+            h.update(seq_text.as_bytes());
+        } else {
+            let mut canonical = Vec::new();
+            canonical_u64(Some(seq), &mut canonical);
+            h.update(&canonical);
+        }
         h.update(&self.canon_tail);
         let hash = digest_hex(h.finalize().into());
         out.extend_from_slice(b"{\"v\":1,\"seq\":");
-        out.extend_from_slice(seq.as_bytes());
+        out.extend_from_slice(seq_text.as_bytes());
         out.push(b',');
         out.extend_from_slice(&self.line_mid);
         out.extend_from_slice(b",\"prev_hash\":\"");
@@ -431,8 +441,9 @@ mod tests {
             },
         ];
         let mut prev = GENESIS.to_string();
-        for (i, e) in entries.into_iter().enumerate() {
-            let seq = 1000 + i as u64;
+        // The last two seqs are past 2^53: RFC 8785 writes them rounded, the line exactly.
+        let seqs = [1000, (1 << 53) + 1, u64::MAX];
+        for (e, seq) in entries.into_iter().zip(seqs) {
             let mut line = Vec::new();
             let hash = Prepared::new(&e).unwrap().seal(seq, &prev, &mut line);
             let r = Record::seal(e, seq, &prev).unwrap();

@@ -257,9 +257,9 @@ impl Policies {
                 tracing::warn!(message = "Policy failed to evaluate.", error = %e);
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
                 let id = pe.policy_id();
-                bundle.forbids.contains(id).then(|| id.to_string())
+                bundle.forbids.contains(id).then(|| reason(id))
             }));
-            let reasons = response.diagnostics().reason().map(|p| p.to_string());
+            let reasons = response.diagnostics().reason().map(reason);
             match response.decision() {
                 Decision::Allow => permitted.extend(reasons),
                 Decision::Deny => forbidden.extend(reasons),
@@ -281,6 +281,13 @@ impl Policies {
             Err(Denied { reasons: forbidden })
         })
     }
+}
+
+/// A policy's id as the audit record and the answer name it: the id as written (`Display`
+/// would escape it character by character, `"` as `\"`; the JSON writer escapes what needs it).
+fn reason(id: &cedar_policy::PolicyId) -> String {
+    let id: &str = id.as_ref();
+    id.to_owned()
 }
 
 #[cfg(test)]

@@ -153,3 +153,28 @@ fn decisions_on_part_of_the_input_match_the_whole() {
     assert!(decide(&whole, &not_full));
     assert!(!decide(&whole, &serde_json::json!({"date": "2026-11-25"})));
 }
+
+#[test]
+fn reasons_name_policies_by_the_id_as_written() {
+    let p = policies(
+        r#"@id("ops \"night\" café") permit (principal, action == Action::"start", resource);
+        @id("no\tstop") forbid (principal, action == Action::"stop", resource);"#,
+    );
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let id = caller(5, now);
+    let facts = RequestFacts {
+        source_ip: [10, 0, 0, 1].into(),
+        now,
+        input: None,
+    };
+    let permit = p
+        .decide(&id, "load", Action::Start, &facts)
+        .unwrap()
+        .unwrap();
+    assert_eq!(permit.reasons(), ["ops \"night\" café"]);
+    let denied = p
+        .decide(&id, "load", Action::Stop, &facts)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(denied.reasons, ["no\tstop"]);
+}

@@ -125,7 +125,7 @@ fn form(body: &[u8]) -> HashMap<String, String> {
 }
 
 fn decode(s: &str) -> String {
-    crate::route::percent_decode(&s.replace('+', " "))
+    crate::route::percent_decode(&s.replace('+', " ")).into_owned()
 }
 
 fn query(uri: &http::Uri) -> HashMap<String, String> {
