@@ -70,12 +70,18 @@ pub struct HyperClient {
 impl HyperClient {
     /// Builds the client with the system's root certificates.
     pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> std::io::Result<Self> {
+        // TCP_NODELAY, as nginx and Envoy set on their upstream connections: a request or an
+        // answer written in two parts (a body past one segment) must not wait for the peer's
+        // delayed ACK. The HTTPS wrapper enforces the scheme, so the inner connector does not.
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)?
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
