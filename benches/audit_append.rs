@@ -17,24 +17,28 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use stepgate::audit::{Entry, FileLog};
 
-fn entry(i: u64) -> Entry {
+static CALLER: std::sync::LazyLock<stepgate::audit::CallerRef> =
+    std::sync::LazyLock::new(|| stepgate::audit::CallerRef {
+        issuer: "corp".into(),
+        sub: "alice".into(),
+        email: Some("alice@example.com".into()),
+    });
+static REASONS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| vec!["data-eng-operates-nightly-etl".into()]);
+
+/// A decision record as a start writes it; `request_id` is kept by the caller.
+fn entry(request_id: &str) -> Entry<'_> {
     Entry {
-        time: "2026-11-24T00:00:00.000Z".into(),
-        request_id: format!("bench-{i}"),
+        time: "2026-11-24T00:00:00.000Z",
+        request_id,
         event: "decision",
-        caller: Some(stepgate::audit::CallerRef {
-            issuer: "corp".into(),
-            sub: "alice".into(),
-            email: Some("alice@example.com".into()),
-        }),
-        action: Some("start".into()),
-        step: Some("nightly-load".into()),
+        caller: Some(&CALLER),
+        action: Some("start"),
+        step: Some("nightly-load"),
         decision: "allow",
-        reasons: vec!["data-eng-operates-nightly-etl".into()],
-        input_sha256: Some(
-            "2d56620eeb4db3a864acb0fc9a03b5b5a4de6cdc137994a750cfaca838f73788".into(),
-        ),
-        source_ip: Some("10.1.2.3".into()),
+        reasons: &REASONS,
+        input_sha256: Some("2d56620eeb4db3a864acb0fc9a03b5b5a4de6cdc137994a750cfaca838f73788"),
+        source_ip: Some("10.1.2.3"),
         ..Entry::default()
     }
 }
@@ -79,7 +83,9 @@ fn benches(c: &mut Criterion) {
                             let log = log.clone();
                             tokio::spawn(async move {
                                 for i in 0..per {
-                                    log.append(entry(s * 1_000_000_000 + i)).await.unwrap();
+                                    log.append(&entry(&format!("bench-{}", s * 1_000_000_000 + i)))
+                                        .await
+                                        .unwrap();
                                 }
                             })
                         })

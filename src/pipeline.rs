@@ -44,23 +44,29 @@ pub struct Trail {
 }
 
 impl Trail {
-    fn entry(&self, app: &App, event: &'static str, decision: &'static str) -> Entry {
+    /// The record of this request so far, at `time`; it borrows the trail.
+    fn entry<'a>(
+        &'a self,
+        time: &'a str,
+        event: &'static str,
+        decision: &'static str,
+    ) -> Entry<'a> {
         Entry {
-            time: app.rfc3339_now(),
-            request_id: self.request_id.clone(),
+            time,
+            request_id: &self.request_id,
             event,
-            caller: self.caller.clone(),
-            action: self.action.map(|a| a.as_str().to_string()),
-            step: self.step.clone(),
+            caller: self.caller.as_ref(),
+            action: self.action.map(Action::as_str),
+            step: self.step.as_deref(),
             decision,
-            reasons: self.reasons.clone(),
-            input_sha256: self.input_sha256.clone(),
-            input_fields: self.input_fields.clone(),
+            reasons: &self.reasons,
+            input_sha256: self.input_sha256.as_deref(),
+            input_fields: self.input_fields.as_ref(),
             status: None,
             execution_id: None,
             execution_name: None,
             latency_ms: None,
-            source_ip: Some(self.source_ip_text.clone()),
+            source_ip: Some(&self.source_ip_text),
         }
     }
 
@@ -80,8 +86,8 @@ impl Trail {
     fn record(
         &self,
         app: &App,
-        entry: Entry,
-    ) -> impl Future<Output = Result<u64, crate::audit::AuditError>> + Send + 'static {
+        entry: &Entry<'_>,
+    ) -> impl Future<Output = Result<u64, crate::audit::AuditError>> + Send + 'static + use<> {
         match &self.ticket {
             Some(ticket) => {
                 Either::Left(std::future::ready(app.audit.write_outcome(ticket, entry)))
@@ -176,16 +182,21 @@ where
             } else {
                 ("decision", "deny")
             };
-            let mut entry = trail.entry(app, event, decision);
-            entry.reasons = e.audit_reason();
-            entry.status = Some(status);
-            entry.latency_ms = Some(trail.latency_ms());
             tracing::info!(
                 request_id = %trail.request_id, status, code = e.code(),
                 step = trail.step.as_deref().unwrap_or(""), reason = %e,
                 "Request refused."
             );
-            if let Err(ae) = trail.record(app, entry).await {
+            let durable = {
+                let time = app.rfc3339_now();
+                let reasons = e.audit_reason();
+                let mut entry = trail.entry(&time, event, decision);
+                entry.reasons = &reasons;
+                entry.status = Some(status);
+                entry.latency_ms = Some(trail.latency_ms());
+                trail.record(app, &entry)
+            };
+            if let Err(ae) = durable.await {
                 tracing::error!(message = "Could not audit a refused request.", error = %ae);
             }
             if trail.aws {
@@ -237,9 +248,11 @@ where
             return Box::pin(list_steps(app, &identity, &facts, trail)).await;
         }
         let trigger = admit(app, endpoint, &parts, &body, &identity, trail)?;
-        let mut decision = trail.entry(app, "decision", "allow");
-        decision.execution_name = trigger.execution_name().map(str::to_string);
-        (trigger, app.audit.write_decision(decision))
+        let time = app.rfc3339_now();
+        let mut decision = trail.entry(&time, "decision", "allow");
+        decision.execution_name = trigger.execution_name();
+        let durable = app.audit.write_decision(&decision);
+        (trigger, durable)
     };
     let ticket = trail.ticket.insert(durable.await?); // 503: nothing sent
     app.metrics
@@ -258,11 +271,15 @@ where
         } => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    let mut entry = trail.entry(app, "outcome", "allow");
-    entry.status = Some(status.as_u16());
-    entry.execution_id = outcome.execution_id().map(str::to_string);
-    entry.latency_ms = Some(trail.latency_ms());
-    if let Err(e) = trail.record(app, entry).await {
+    let written = {
+        let time = app.rfc3339_now();
+        let mut entry = trail.entry(&time, "outcome", "allow");
+        entry.status = Some(status.as_u16());
+        entry.execution_id = outcome.execution_id();
+        entry.latency_ms = Some(trail.latency_ms());
+        trail.record(app, &entry)
+    };
+    if let Err(e) = written.await {
         // The trigger happened and its decision is on record; report it, do not hide the result.
         tracing::error!(message = "Could not write an outcome record.", error = %e, request_id = %trail.request_id);
     }
@@ -397,10 +414,15 @@ async fn list_steps(
             steps.push(json!({"step": name, "pipeline": s.pipeline, "kind": s.kind.as_str()}));
         }
     }
-    let mut entry = trail.entry(app, "decision", "allow");
-    entry.status = Some(200);
-    entry.reasons = vec![format!("list: {} steps", steps.len())];
-    if let Err(e) = app.audit.write(entry).await {
+    let durable = {
+        let time = app.rfc3339_now();
+        let reasons = [format!("list: {} steps", steps.len())];
+        let mut entry = trail.entry(&time, "decision", "allow");
+        entry.status = Some(200);
+        entry.reasons = &reasons;
+        app.audit.write(&entry)
+    };
+    if let Err(e) = durable.await {
         tracing::error!(message = "Could not audit a list request.", error = %e);
     }
     Ok(respond::json(

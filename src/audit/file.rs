@@ -299,11 +299,12 @@ impl FileLog {
         }
         if !notes.is_empty() {
             // Record the repair in the chain itself, so `verify` and readers see it.
+            let time = now_rfc3339();
             let entry = Entry {
-                time: now_rfc3339(),
+                time: &time,
                 event: "recovered",
                 decision: "deny",
-                reasons: notes,
+                reasons: &notes,
                 ..Entry::default()
             };
             let entry = Prepared::new(&entry).map_err(|e| AuditError::Io(e.to_string()))?;
@@ -360,9 +361,9 @@ impl FileLog {
     /// the entry nor the record (it is moved at every level of the request's future).
     pub fn append(
         &self,
-        entry: Entry,
-    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
-        let submitted = self.submit(&entry, true);
+        entry: &Entry<'_>,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static + use<> {
+        let submitted = self.submit(entry, true);
         async move {
             let (seq, commit) = submitted?;
             commit.wait().await.map(|()| seq)
@@ -372,8 +373,8 @@ impl FileLog {
     /// Appends an entry to the next group commit without waiting for it; returns its `seq`.
     /// For records whose loss a durable earlier record covers (a start's outcome: its decision
     /// record names the execution).
-    pub fn append_later(&self, entry: Entry) -> Result<u64, AuditError> {
-        self.submit(&entry, false).map(|(seq, _)| seq)
+    pub fn append_later(&self, entry: &Entry<'_>) -> Result<u64, AuditError> {
+        self.submit(entry, false).map(|(seq, _)| seq)
     }
 
     /// Waits until every record submitted so far is durable (or its batch failed). For shutdown
@@ -405,7 +406,7 @@ impl FileLog {
     }
 
     /// Serializes (outside the lock), then seals the record into the open batch.
-    fn submit(&self, entry: &Entry, wait: bool) -> Result<(u64, Arc<Commit>), AuditError> {
+    fn submit(&self, entry: &Entry<'_>, wait: bool) -> Result<(u64, Arc<Commit>), AuditError> {
         let prepared = Prepared::new(entry)
             .map_err(|e| AuditError::Io(format!("cannot serialize an audit record: {e}")))?;
         let stopped = || AuditError::Io("audit writer has stopped".into());

@@ -60,8 +60,8 @@ impl Audit {
     /// The record is sealed by this call; the future waits for it to be durable.
     pub fn write_decision(
         &self,
-        entry: Entry,
-    ) -> impl Future<Output = Result<AuditTicket, AuditError>> + Send + 'static {
+        entry: &Entry<'_>,
+    ) -> impl Future<Output = Result<AuditTicket, AuditError>> + Send + 'static + use<> {
         debug_assert_eq!(entry.decision, "allow");
         let durable = self.log.append(entry);
         async move {
@@ -74,8 +74,8 @@ impl Audit {
     /// sealed by this call.
     pub fn write(
         &self,
-        entry: Entry,
-    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static {
+        entry: &Entry<'_>,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + 'static + use<> {
         self.log.append(entry)
     }
 
@@ -87,7 +87,11 @@ impl Audit {
     /// Writes the outcome of a forwarded request with the next group commit, without waiting:
     /// the request's durable decision record already names what was forwarded
     /// (`execution_name`), so the answer need not wait for a second `fdatasync`.
-    pub fn write_outcome(&self, _ticket: &AuditTicket, entry: Entry) -> Result<u64, AuditError> {
+    pub fn write_outcome(
+        &self,
+        _ticket: &AuditTicket,
+        entry: &Entry<'_>,
+    ) -> Result<u64, AuditError> {
         self.log.append_later(entry)
     }
 }

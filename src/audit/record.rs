@@ -18,39 +18,40 @@ pub struct CallerRef {
     pub email: Option<String>,
 }
 
-/// What a request handler submits; the writer adds `v`, `seq`, `prev_hash` and `hash`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Entry {
+/// What a request handler submits; the writer adds `v`, `seq`, `prev_hash` and `hash`. It
+/// borrows what the request already holds: it is serialized when submitted and not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry<'a> {
     /// RFC 3339 time.
-    pub time: String,
+    pub time: &'a str,
     /// Request id.
-    pub request_id: String,
+    pub request_id: &'a str,
     /// `decision`, `outcome` or `recovered`.
     pub event: &'static str,
     /// The authenticated caller, if any.
-    pub caller: Option<CallerRef>,
+    pub caller: Option<&'a CallerRef>,
     /// Action name.
-    pub action: Option<String>,
+    pub action: Option<&'a str>,
     /// Step name.
-    pub step: Option<String>,
+    pub step: Option<&'a str>,
     /// `allow` or `deny`.
     pub decision: &'static str,
     /// Policy ids, or the reason for a non-policy deny (`unauthenticated: token expired`).
-    pub reasons: Vec<String>,
+    pub reasons: &'a [String],
     /// SHA-256 (hex) of the request body.
-    pub input_sha256: Option<String>,
+    pub input_sha256: Option<&'a str>,
     /// HTTP status answered (outcome, and denies).
     pub status: Option<u16>,
     /// Upstream execution id.
-    pub execution_id: Option<String>,
+    pub execution_id: Option<&'a str>,
     /// The name a start's execution or job is given before the forward (decision records).
-    pub execution_name: Option<String>,
+    pub execution_name: Option<&'a str>,
     /// Milliseconds from request start.
     pub latency_ms: Option<u64>,
     /// Caller address.
-    pub source_ip: Option<String>,
+    pub source_ip: Option<&'a str>,
     /// Input fields the step allows in clear (`audit_input_fields`); absent otherwise.
-    pub input_fields: Option<serde_json::Map<String, serde_json::Value>>,
+    pub input_fields: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One line of the log.
@@ -100,25 +101,26 @@ pub struct Record {
 
 impl Record {
     /// Seals an entry into the chain.
-    pub fn seal(entry: Entry, seq: u64, prev_hash: &str) -> Result<Record, serde_json::Error> {
+    pub fn seal(entry: &Entry<'_>, seq: u64, prev_hash: &str) -> Result<Record, serde_json::Error> {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
         let mut r = Record {
             v: 1,
             seq,
-            time: entry.time,
-            request_id: entry.request_id,
+            time: entry.time.to_owned(),
+            request_id: entry.request_id.to_owned(),
             event: entry.event.to_string(),
-            caller: entry.caller,
-            action: entry.action,
-            step: entry.step,
+            caller: entry.caller.cloned(),
+            action: owned(entry.action),
+            step: owned(entry.step),
             decision: entry.decision.to_string(),
-            reasons: entry.reasons,
-            input_sha256: entry.input_sha256,
+            reasons: entry.reasons.to_vec(),
+            input_sha256: owned(entry.input_sha256),
             status: entry.status,
-            execution_id: entry.execution_id,
-            execution_name: entry.execution_name,
+            execution_id: owned(entry.execution_id),
+            execution_name: owned(entry.execution_name),
             latency_ms: entry.latency_ms,
-            source_ip: entry.source_ip,
-            input_fields: entry.input_fields,
+            source_ip: owned(entry.source_ip),
+            input_fields: entry.input_fields.cloned(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -201,7 +203,7 @@ fn canonical_u64(n: Option<u64>, out: &mut Vec<u8>) {
 
 impl Prepared {
     /// Serializes everything of `entry` that does not depend on the chain.
-    pub fn new(e: &Entry) -> Result<Self, serde_json::Error> {
+    pub fn new(e: &Entry<'_>) -> Result<Self, serde_json::Error> {
         let mut v = Values {
             buf: Vec::with_capacity(512),
         };
@@ -244,7 +246,7 @@ impl Prepared {
         if let Some(n) = &execution_name {
             v.member(&mut head, "execution_name", n);
         }
-        if let Some(f) = &e.input_fields {
+        if let Some(f) = e.input_fields {
             head.extend_from_slice(b"\"input_fields\":");
             head.extend_from_slice(&serde_json_canonicalizer::to_vec(f)?);
             head.push(b',');
@@ -290,7 +292,7 @@ impl Prepared {
         }
         v.member(&mut line_mid, "latency_ms", &latency_line);
         v.member(&mut line_mid, "source_ip", &source_ip);
-        if let Some(f) = &e.input_fields {
+        if let Some(f) = e.input_fields {
             line_mid.extend_from_slice(b"\"input_fields\":");
             serde_json::to_writer(&mut line_mid, f)?;
             line_mid.push(b',');
@@ -368,9 +370,9 @@ mod tests {
     #[test]
     fn hash_is_over_canonical_json_without_hash() {
         let r = Record::seal(
-            Entry {
-                time: "2026-11-24T00:00:00Z".into(),
-                request_id: "r1".into(),
+            &Entry {
+                time: "2026-11-24T00:00:00Z",
+                request_id: "r1",
                 event: "decision",
                 decision: "deny",
                 ..Entry::default()
@@ -401,42 +403,47 @@ mod tests {
             "date".into(),
             serde_json::json!("2026-11-24 \u{e9}\u{1f600}\"\\/\u{7f}"),
         );
+        let alice = CallerRef {
+            issuer: "corp".into(),
+            sub: "al\"ice".into(),
+            email: Some("alice@example.com".into()),
+        };
+        let runner = CallerRef {
+            issuer: "k8s".into(),
+            sub: "system:serviceaccount:etl:runner".into(),
+            email: None,
+        };
+        let reasons = ["p1".to_string(), "p\u{2028}2".to_string()];
+        let digest = "ab".repeat(32);
+        let no_fields = serde_json::Map::new();
         let entries = [
             Entry {
-                time: "2026-11-24T00:00:00Z".into(),
-                request_id: "r1".into(),
+                time: "2026-11-24T00:00:00Z",
+                request_id: "r1",
                 event: "decision",
                 decision: "deny",
                 ..Entry::default()
             },
             Entry {
-                time: "2026-11-24T00:00:00.123Z".into(),
-                request_id: "r\n2\t\u{0}".into(),
+                time: "2026-11-24T00:00:00.123Z",
+                request_id: "r\n2\t\u{0}",
                 event: "outcome",
-                caller: Some(CallerRef {
-                    issuer: "corp".into(),
-                    sub: "al\"ice".into(),
-                    email: Some("alice@example.com".into()),
-                }),
-                action: Some("start".into()),
-                step: Some("nightly-load".into()),
+                caller: Some(&alice),
+                action: Some("start"),
+                step: Some("nightly-load"),
                 decision: "allow",
-                reasons: vec!["p1".into(), "p\u{2028}2".into()],
-                input_sha256: Some("ab".repeat(32)),
+                reasons: &reasons,
+                input_sha256: Some(&digest),
                 status: Some(201),
-                execution_id: Some("arn:aws:states:x".into()),
-                execution_name: Some("sg-0123abc".into()),
+                execution_id: Some("arn:aws:states:x"),
+                execution_name: Some("sg-0123abc"),
                 latency_ms: Some(u64::MAX),
-                source_ip: Some("10.0.0.1".into()),
-                input_fields: Some(fields),
+                source_ip: Some("10.0.0.1"),
+                input_fields: Some(&fields),
             },
             Entry {
-                caller: Some(CallerRef {
-                    issuer: "k8s".into(),
-                    sub: "system:serviceaccount:etl:runner".into(),
-                    email: None,
-                }),
-                input_fields: Some(serde_json::Map::new()),
+                caller: Some(&runner),
+                input_fields: Some(&no_fields),
                 ..Entry::default()
             },
         ];
@@ -446,7 +453,7 @@ mod tests {
         for (e, seq) in entries.into_iter().zip(seqs) {
             let mut line = Vec::new();
             let hash = Prepared::new(&e).unwrap().seal(seq, &prev, &mut line);
-            let r = Record::seal(e, seq, &prev).unwrap();
+            let r = Record::seal(&e, seq, &prev).unwrap();
             let mut want = serde_json::to_vec(&r).unwrap();
             want.push(b'\n');
             assert_eq!(

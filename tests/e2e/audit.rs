@@ -26,9 +26,9 @@ async fn chain_survives_restart_and_torn_tail_and_verifies() {
     let app = stepgate::app::App::build(settings, stepgate::app::Deps::real().unwrap()).unwrap();
     let seq = app
         .audit
-        .write(stepgate::audit::Entry {
-            time: "2026-11-24T00:00:00.000Z".into(),
-            request_id: "after-restart".into(),
+        .write(&stepgate::audit::Entry {
+            time: "2026-11-24T00:00:00.000Z",
+            request_id: "after-restart",
             event: "decision",
             decision: "deny",
             ..Default::default()
@@ -54,9 +54,9 @@ fn any_edit_deletion_or_reorder_is_found_at_its_record() {
     rt.block_on(async {
         let (log, _) = stepgate::audit::FileLog::open(&path, || "t".into()).unwrap();
         for i in 0..5 {
-            log.append(stepgate::audit::Entry {
-                time: format!("2026-11-24T00:00:0{i}.000Z"),
-                request_id: format!("r{i}"),
+            log.append(&stepgate::audit::Entry {
+                time: &format!("2026-11-24T00:00:0{i}.000Z"),
+                request_id: &format!("r{i}"),
                 event: "decision",
                 decision: "allow",
                 ..Default::default()

@@ -29,10 +29,11 @@ impl LogFile for FlakyFile {
     }
 }
 
-fn entry(i: u64) -> Entry {
+/// A decision record; its request id is `r<i>` (the caller keeps the text).
+fn entry(request_id: &str) -> Entry<'_> {
     Entry {
-        time: "2026-11-24T00:00:00.000Z".into(),
-        request_id: format!("r{i}"),
+        time: "2026-11-24T00:00:00.000Z",
+        request_id,
         event: "decision",
         decision: "allow",
         ..Entry::default()
@@ -69,14 +70,14 @@ fn a_full_disk_fails_every_write_then_recovers_without_breaking_the_chain() {
     )
     .unwrap();
     rt().block_on(async {
-        assert_eq!(log.append(entry(1)).await.unwrap(), 1);
+        assert_eq!(log.append(&entry(&format!("r{}", 1))).await.unwrap(), 1);
         full.store(true, Ordering::SeqCst);
-        assert!(log.append(entry(2)).await.is_err());
-        assert!(log.append(entry(3)).await.is_err());
+        assert!(log.append(&entry(&format!("r{}", 2))).await.is_err());
+        assert!(log.append(&entry(&format!("r{}", 3))).await.is_err());
         assert!(!log.is_healthy());
         full.store(false, Ordering::SeqCst);
         // The failed records took no sequence numbers and left no bytes.
-        assert_eq!(log.append(entry(4)).await.unwrap(), 2);
+        assert_eq!(log.append(&entry(&format!("r{}", 4))).await.unwrap(), 2);
         assert!(log.is_healthy());
     });
     assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 2 });
@@ -102,7 +103,9 @@ fn rotation_by_size_keeps_one_chain_across_files_and_restarts() {
         .unwrap();
         rt().block_on(async {
             for i in 0..20 {
-                log.append(entry(round * 100 + i)).await.unwrap();
+                log.append(&entry(&format!("r{}", round * 100 + i)))
+                    .await
+                    .unwrap();
             }
         });
     }
@@ -130,7 +133,7 @@ fn a_broken_chain_refuses_to_start_unless_accepted_and_the_acceptance_is_recorde
         let (log, _) = FileLog::open(&path, || "t".into()).unwrap();
         rt().block_on(async {
             for i in 0..3 {
-                log.append(entry(i)).await.unwrap();
+                log.append(&entry(&format!("r{}", i))).await.unwrap();
             }
         });
     }
