@@ -190,13 +190,13 @@ impl Values {
 
 /// An integer as RFC 8785 writes it: numbers are IEEE doubles, so above 2^53 they are rounded
 /// and printed the ECMAScript way (`18446744073709552000`).
-fn canonical_u64(n: Option<u64>, out: &mut Vec<u8>) {
+fn canonical_u64(n: Option<u64>, mut write: impl FnMut(&[u8])) {
     match n {
-        None => out.extend_from_slice(b"null"),
-        Some(n) if n <= 1 << 53 => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        None => write(b"null"),
+        Some(n) if n <= 1 << 53 => write(itoa::Buffer::new().format(n).as_bytes()),
         Some(n) => match serde_json_canonicalizer::to_string(&n) {
-            Ok(text) => out.extend_from_slice(text.as_bytes()),
-            Err(_) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+            Ok(text) => write(text.as_bytes()),
+            Err(_) => write(itoa::Buffer::new().format(n).as_bytes()),
         },
     }
 }
@@ -253,7 +253,7 @@ impl Prepared {
         }
         v.member(&mut head, "input_sha256", &input_sha256);
         head.extend_from_slice(b"\"latency_ms\":");
-        canonical_u64(e.latency_ms, &mut head);
+        canonical_u64(e.latency_ms, |b| head.extend_from_slice(b));
         head.push(b',');
         head.extend_from_slice(b"\"prev_hash\":\"");
         let mut mid = Vec::with_capacity(128);
@@ -314,19 +314,11 @@ impl Prepared {
         h.update(&self.canon_head);
         h.update(prev_hash.as_bytes());
         h.update(&self.canon_mid);
-        let mut digits = itoa::Buffer::new();
-        let seq_text = digits.format(seq);
-        if seq <= 1 << 53 {
-            h.update(seq_text.as_bytes());
-        } else {
-            let mut canonical = Vec::new();
-            canonical_u64(Some(seq), &mut canonical);
-            h.update(&canonical);
-        }
+        canonical_u64(Some(seq), |b| h.update(b));
         h.update(&self.canon_tail);
         let hash = digest_hex(h.finalize().into());
         out.extend_from_slice(b"{\"v\":1,\"seq\":");
-        out.extend_from_slice(seq_text.as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         out.push(b',');
         out.extend_from_slice(&self.line_mid);
         out.extend_from_slice(b",\"prev_hash\":\"");

@@ -207,7 +207,7 @@ pub fn context(
     let members = facts.input.and_then(serde_json::Value::as_object);
     let converted = match (input, members) {
         (Some(InputUse::Attributes(keep)), Some(m)) => {
-            json_record(m.iter().filter(|(k, _)| keep.contains(k.as_str())))
+            json_record(keep.iter().filter_map(|k| m.get_key_value(k)))
         }
         (Some(InputUse::Whole), Some(m)) => json_record(m.iter()),
         _ => None,

@@ -29,7 +29,7 @@ impl LogFile for FlakyFile {
     }
 }
 
-/// A decision record; its request id is `r<i>` (the caller keeps the text).
+/// A decision record with the given request id.
 fn entry(request_id: &str) -> Entry<'_> {
     Entry {
         time: "2026-11-24T00:00:00.000Z",
@@ -70,14 +70,14 @@ fn a_full_disk_fails_every_write_then_recovers_without_breaking_the_chain() {
     )
     .unwrap();
     rt().block_on(async {
-        assert_eq!(log.append(&entry(&format!("r{}", 1))).await.unwrap(), 1);
+        assert_eq!(log.append(&entry("r1")).await.unwrap(), 1);
         full.store(true, Ordering::SeqCst);
-        assert!(log.append(&entry(&format!("r{}", 2))).await.is_err());
-        assert!(log.append(&entry(&format!("r{}", 3))).await.is_err());
+        assert!(log.append(&entry("r2")).await.is_err());
+        assert!(log.append(&entry("r3")).await.is_err());
         assert!(!log.is_healthy());
         full.store(false, Ordering::SeqCst);
         // The failed records took no sequence numbers and left no bytes.
-        assert_eq!(log.append(&entry(&format!("r{}", 4))).await.unwrap(), 2);
+        assert_eq!(log.append(&entry("r4")).await.unwrap(), 2);
         assert!(log.is_healthy());
     });
     assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 2 });
@@ -133,7 +133,7 @@ fn a_broken_chain_refuses_to_start_unless_accepted_and_the_acceptance_is_recorde
         let (log, _) = FileLog::open(&path, || "t".into()).unwrap();
         rt().block_on(async {
             for i in 0..3 {
-                log.append(&entry(&format!("r{}", i))).await.unwrap();
+                log.append(&entry(&format!("r{i}"))).await.unwrap();
             }
         });
     }
