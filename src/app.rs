@@ -113,6 +113,7 @@ impl App {
             rotate_bytes: settings.audit_rotate_bytes,
             rotate_age: settings.audit_rotate_age,
             accept_broken_chain: settings.audit_accept_broken_chain,
+            journal_bytes: settings.audit_journal_bytes,
         };
         let (log, head) = FileLog::open_with(
             &settings.audit_path,

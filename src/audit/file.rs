@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
-use writer::{Writer, batch_scheduling};
+use journal::{Checkpoint, Journal};
+use writer::{Ring, Writer, batch_scheduling};
 
+pub mod journal;
 mod writer;
 
 /// How far from the end the tail is read to find the last record.
@@ -30,6 +32,9 @@ pub struct LogOptions {
     pub rotate_age: Option<Duration>,
     /// Start even if the live file's chain does not verify (the acceptance is recorded).
     pub accept_broken_chain: bool,
+    /// Ring size of the journal where batches become durable ([`journal`]); 0: none, each
+    /// batch is synced in the live log.
+    pub journal_bytes: u64,
 }
 
 /// The storage the writer appends to. A seam so tests can make the disk fail.
@@ -196,15 +201,26 @@ pub struct FileLog {
     _stop: Arc<StopOnDrop>,
 }
 
-/// Stops the writer when the last handle goes (after it writes what is pending).
-struct StopOnDrop(Arc<Shared>);
+/// Stops the writer when the last handle goes, after it writes what is pending and the
+/// journal's last checkpoint records it; waits for that a bounded time (a stalled disk).
+struct StopOnDrop {
+    shared: Arc<Shared>,
+    /// Disconnected when the writer thread ends.
+    writer_done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+/// How long the last handle's drop waits for the writer to finish.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.0.chain.lock() {
+        if let Ok(mut c) = self.shared.chain.lock() {
             c.stopped = true;
         }
-        self.0.wake.notify_all();
+        self.shared.wake.notify_all();
+        if let Ok(done) = self.writer_done.lock() {
+            let _ = done.recv_timeout(STOP_WAIT);
+        }
     }
 }
 
@@ -215,7 +231,8 @@ pub struct ChainHead {
     pub seq: u64,
     /// Last hash written ([`GENESIS`] for a new log).
     pub hash: String,
-    /// Bytes of a torn last line that were cut off.
+    /// Bytes after the last durable record that were cut off (a torn line, records never
+    /// acknowledged).
     pub truncated: u64,
     /// Where the live file's chain breaks, when it was accepted anyway.
     pub accepted_break: Option<String>,
@@ -250,14 +267,44 @@ impl FileLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create folder for", e))?;
         }
-        let mut head = {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| io("cannot open", e))?;
-            recover(&mut f, path)?
+        let journal_path = journal::path_for(path);
+        // A journal beside a regular file only (not beside a device given as the log).
+        let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
+        let journal = if regular && (options.journal_bytes > 0 || journal_path.exists()) {
+            let capacity = options.journal_bytes.max(journal::MIN_BYTES);
+            Some(
+                Journal::open(&journal_path, capacity)
+                    .map_err(|e| io("cannot open the journal of", e))?,
+            )
+        } else {
+            None
+        };
+        let (mut head, pos) = match &journal {
+            Some((j, Some(cp))) => {
+                let r = journal::restore(path, j, cp)?;
+                if r.replayed > 0 {
+                    tracing::info!(
+                        message = "Audit records restored from the journal.",
+                        records = r.replayed
+                    );
+                }
+                let head = ChainHead {
+                    seq: r.seq,
+                    hash: r.hash,
+                    truncated: r.lost,
+                    accepted_break: None,
+                };
+                (head, r.pos)
+            }
+            _ => {
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| io("cannot open", e))?;
+                (recover(&mut f, path)?, 0)
+            }
         };
         match super::verify::verify_chain(&files::chain(path).map_err(|e| io("cannot list", e))?) {
             Ok(super::verify::Verdict::Ok { .. }) => {}
@@ -275,6 +322,25 @@ impl FileLog {
         }
         let file = opener(path).map_err(|e| io("cannot open", e))?;
         let size = file.size().map_err(|e| io("cannot read the size of", e))?;
+        let ring = match journal {
+            Some((j, last)) if options.journal_bytes > 0 => {
+                let capacity = options.journal_bytes.max(journal::MIN_BYTES);
+                let cp = Checkpoint::at(pos, size, head.seq, &head.hash);
+                Some(
+                    Ring::start(j, last, capacity, cp, path)
+                        .map_err(|e| io("cannot start the journal of", e))?,
+                )
+            }
+            Some(_) => {
+                // Journal turned off: its records are in the live log now.
+                std::fs::remove_file(&journal_path)
+                    .and_then(|()| sync_parent(path))
+                    .map_err(|e| io("cannot remove the journal of", e))?;
+                None
+            }
+            None => None,
+        };
+        let checkpoints = ring.as_ref().map(|r| r.checkpoints.clone());
         let mut writer = Writer {
             file,
             size,
@@ -283,12 +349,14 @@ impl FileLog {
             options,
             opener,
             metrics,
+            head: (head.seq, head.hash.clone()),
+            ring,
         };
         let (mut seq, mut hash) = (head.seq, head.hash.clone());
         let mut notes = Vec::new();
         if head.truncated > 0 {
             notes.push(format!(
-                "torn last line of {} bytes removed at start-up",
+                "{} bytes after the last durable record removed at start-up (a torn line or records never acknowledged)",
                 head.truncated
             ));
         }
@@ -310,7 +378,9 @@ impl FileLog {
             let entry = Prepared::new(&entry).map_err(|e| AuditError::Io(e.to_string()))?;
             let mut buf = Vec::new();
             let h = entry.seal(seq + 1, &hash, &mut buf);
-            writer.flush(&buf, 1).map_err(AuditError::Io)?;
+            writer
+                .flush(&buf, 1, (seq + 1, h.clone()))
+                .map_err(AuditError::Io)?;
             seq += 1;
             hash = h;
         }
@@ -329,16 +399,27 @@ impl FileLog {
             healthy: AtomicBool::new(true),
         });
         let for_writer = shared.clone();
+        let (done, writer_done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("stepgate-audit".into())
             .spawn(move || {
+                let _done = done;
                 batch_scheduling();
                 writer.run(&for_writer)
             })
             .map_err(|e| io("cannot start the writer for", e))?;
+        if let Some(checkpoints) = checkpoints {
+            std::thread::Builder::new()
+                .name("stepgate-audit-checkpoint".into())
+                .spawn(move || checkpoints.run())
+                .map_err(|e| io("cannot start the checkpointer for", e))?;
+        }
         Ok((
             Self {
-                _stop: Arc::new(StopOnDrop(shared.clone())),
+                _stop: Arc::new(StopOnDrop {
+                    shared: shared.clone(),
+                    writer_done: std::sync::Mutex::new(writer_done),
+                }),
                 shared,
                 path: path.to_path_buf(),
             },
@@ -431,6 +512,14 @@ impl FileLog {
             self.shared.wake.notify_one();
         }
         Ok((seq, commit))
+    }
+}
+
+/// Makes the folder entries of `path`'s folder durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

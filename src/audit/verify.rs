@@ -84,47 +84,52 @@ pub fn verify_chain(paths: &[PathBuf]) -> std::io::Result<Verdict> {
 }
 
 fn walk(w: &mut Walk, file: &Path, r: impl BufRead) -> std::io::Result<Option<Verdict>> {
-    for (i, line) in r.lines().enumerate() {
-        let line = line?;
-        let broken = |reason: String| {
-            Ok(Some(Verdict::Broken {
-                file: file.to_path_buf(),
-                line: i as u64 + 1,
-                reason,
-            }))
-        };
-        let mut v: serde_json::Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(e) => return broken(format!("not JSON: {e}")),
-        };
-        let field = |k: &str| {
-            v.get(k)
-                .and_then(|h| h.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (claimed, prev_hash) = (field("hash"), field("prev_hash"));
-        let seq = v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
-        let actual = match hash_of(&mut v) {
-            Ok(h) => h,
-            Err(e) => return broken(format!("cannot canonicalize: {e}")),
-        };
-        if actual != claimed {
-            return broken(format!(
-                "seq {seq}: hash does not match the record's contents"
-            ));
+    for (i, line) in r.split(b'\n').enumerate() {
+        match link(&line?, w.prev_seq, &w.prev) {
+            Ok(hash) => {
+                w.prev = hash;
+                w.prev_seq += 1;
+                w.records += 1;
+            }
+            Err(reason) => {
+                return Ok(Some(Verdict::Broken {
+                    file: file.to_path_buf(),
+                    line: i as u64 + 1,
+                    reason,
+                }));
+            }
         }
-        if prev_hash != w.prev {
-            return broken(format!(
-                "seq {seq}: prev_hash does not match the previous record"
-            ));
-        }
-        if seq != w.prev_seq + 1 {
-            return broken(format!("seq {seq}: expected seq {}", w.prev_seq + 1));
-        }
-        w.prev = claimed;
-        w.prev_seq = seq;
-        w.records += 1;
     }
     Ok(None)
+}
+
+/// Checks that `line` (without its newline) is the record that follows `prev_seq` / `prev_hash`
+/// in a chain: its own hash matches its contents, it links to the previous hash, its seq is the
+/// next. Returns its hash.
+pub fn link(line: &[u8], prev_seq: u64, prev_hash: &str) -> Result<String, String> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|h| h.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (claimed, linked) = (field("hash"), field("prev_hash"));
+    let seq = v.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
+    let actual = hash_of(&mut v).map_err(|e| format!("cannot canonicalize: {e}"))?;
+    if actual != claimed {
+        return Err(format!(
+            "seq {seq}: hash does not match the record's contents"
+        ));
+    }
+    if linked != prev_hash {
+        return Err(format!(
+            "seq {seq}: prev_hash does not match the previous record"
+        ));
+    }
+    if seq != prev_seq + 1 {
+        return Err(format!("seq {seq}: expected seq {}", prev_seq + 1));
+    }
+    Ok(claimed)
 }

@@ -62,6 +62,10 @@ pub struct RawAudit {
     pub rotate_bytes: Option<u64>,
     /// Rotate the live file at this age (`"24h"`). Default: never.
     pub rotate_age: Option<String>,
+    /// Size of the journal's ring in bytes, where group commits become durable (beside the
+    /// live file, `<path>.journal`). Default 8388608 (8 MiB); 0 = no journal (each batch is
+    /// synced in the live file); else at least 16384.
+    pub journal_bytes: Option<u64>,
 }
 
 /// One `[[issuers]]` block: a trusted OIDC issuer.

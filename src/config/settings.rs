@@ -23,6 +23,8 @@ pub struct Settings {
     pub audit_rotate_bytes: Option<u64>,
     /// Rotate the audit log at this age.
     pub audit_rotate_age: Option<Duration>,
+    /// Ring size of the audit journal (0: none).
+    pub audit_journal_bytes: u64,
     /// Start even if the audit chain does not verify (command-line flag, not config).
     pub audit_accept_broken_chain: bool,
     /// Trusted issuers, in file order.

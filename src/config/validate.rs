@@ -137,6 +137,10 @@ pub fn load(path: &Path) -> Result<Settings, Problems> {
     parse(&text, path)
 }
 
+/// Journal ring sizes accepted (1 GiB is far beyond any batch).
+const MIN_JOURNAL: u64 = crate::audit::file::journal::MIN_BYTES;
+const MAX_JOURNAL: u64 = 1 << 30;
+
 /// Validates config text as if read from `path` (relative paths resolve against its folder).
 pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
     let mut c = Collector {
@@ -222,6 +226,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
         None => Some(128 * 1024 * 1024),
         Some(0) => None,
         Some(n) => Some(n),
+    };
+    let audit_journal_bytes = match audit.journal_bytes {
+        None => 8 * 1024 * 1024,
+        Some(n) if n == 0 || (MIN_JOURNAL..=MAX_JOURNAL).contains(&n) => n,
+        Some(n) => {
+            c.push(
+                None,
+                "audit.journal_bytes",
+                format!("{n} is outside 0 (no journal) or {MIN_JOURNAL}..={MAX_JOURNAL}"),
+            );
+            0
+        }
     };
     let audit_rotate_age = audit
         .rotate_age
@@ -318,6 +334,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, Problems> {
         audit_path,
         audit_rotate_bytes,
         audit_rotate_age,
+        audit_journal_bytes,
         audit_accept_broken_chain: false,
         issuers: issuer_settings,
         credentials: cred_settings,

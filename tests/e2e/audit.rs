@@ -129,7 +129,13 @@ async fn a_full_disk_refuses_starts_forwards_nothing_and_recovers_when_space_is_
     let h = Harness::start_with(|c| {
         let start = c.find("path = \"").unwrap();
         let end = c[start..].find('\n').unwrap() + start;
-        format!("{}path = \"{}\"{}", &c[..start], log.display(), &c[end..])
+        // The smallest journal: the rest of the 64 KiB is the log's.
+        format!(
+            "{}path = \"{}\"\njournal_bytes = 16384{}",
+            &c[..start],
+            log.display(),
+            &c[end..]
+        )
     })
     .await;
     assert_eq!(h.start_as("alice", "nightly-load", "{}").await.status, 201);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::journal::{Checkpoint, Checkpoints, Journal};
 use super::{LogFile, LogOptions, Open, Opener, Shared};
 use crate::audit::files;
 use crate::observe::AuditMetrics;
@@ -55,10 +56,56 @@ pub(super) struct Writer {
     pub(super) options: LogOptions,
     pub(super) opener: Opener,
     pub(super) metrics: AuditMetrics,
+    /// The durable chain head: the live log's last record.
+    pub(super) head: (u64, String),
+    /// Where batches become durable, when the log has a journal.
+    pub(super) ring: Option<Ring>,
+}
+
+/// The journal as the writer uses it.
+pub(super) struct Ring {
+    pub(super) journal: Journal,
+    pub(super) checkpoints: std::sync::Arc<Checkpoints>,
+    /// The journal stream position of the next batch.
+    pub(super) pos: u64,
+}
+
+impl Ring {
+    /// Takes the journal `j` (last checkpoint `last`) into use at `cp`, a ring of `capacity`
+    /// bytes: resized (and started over) if it had another size; the live log at `live` synced,
+    /// so that what it holds is the checkpoint.
+    pub(super) fn start(
+        mut j: Journal,
+        last: Option<Checkpoint>,
+        capacity: u64,
+        mut cp: Checkpoint,
+        live: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        if j.capacity() != capacity {
+            j.resize(capacity)?;
+            cp.pos = 0;
+        }
+        File::open(live)?.sync_data()?;
+        cp.n = last.map_or(1, |l| l.n + 1);
+        j.write_checkpoint(&cp)?;
+        Ok(Self {
+            pos: cp.pos,
+            checkpoints: Checkpoints::new(j.try_clone()?, cp, live)?,
+            journal: j,
+        })
+    }
 }
 
 impl Writer {
+    /// Serves until the log is dropped, then has the checkpointer record the end.
     pub(super) fn run(mut self, shared: &Shared) {
+        self.serve(shared);
+        if let Some(ring) = &self.ring {
+            ring.checkpoints.stop(std::time::Duration::from_secs(4));
+        }
+    }
+
+    fn serve(&mut self, shared: &Shared) {
         let mut spare = Vec::with_capacity(16 * 1024);
         // Batches taken back to back, without the writer idling.
         let mut streak = 0;
@@ -104,7 +151,7 @@ impl Writer {
                 c.in_flight = Some(batch.commit.clone());
                 (batch, (c.seq, c.hash.clone()))
             };
-            let result = self.flush(&batch.buf, batch.count);
+            let result = self.flush(&batch.buf, batch.count, head.clone());
             let mut failed_next = None;
             if let Ok(mut c) = shared.chain.lock() {
                 c.in_flight = None;
@@ -159,8 +206,15 @@ impl Writer {
 
     /// Renames the live file to the next number and starts a new one. The chain continues:
     /// the new file's first record links to the old file's last hash.
+    /// With a journal, a checkpoint at the old file's end comes before the rename and one at
+    /// the new file's start after it, so a restart finds the checkpointed file either way.
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.sync()?;
+        let (seq, hash) = &self.head;
+        if let Some(ring) = &self.ring {
+            let cp = Checkpoint::at(ring.pos, self.size, *seq, hash);
+            ring.checkpoints.record(cp, None)?;
+        }
         let to = files::next_rotated(&self.path)?;
         std::fs::rename(&self.path, &to)?;
         self.file = (self.opener)(&self.path)?;
@@ -168,23 +222,37 @@ impl Writer {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
         }
+        if let Some(ring) = &self.ring {
+            let cp = Checkpoint::at(ring.pos, self.size, *seq, hash);
+            ring.checkpoints.record(cp, Some(&self.path))?;
+        }
         self.opened = Instant::now();
         tracing::info!(message = "Audit log rotated.", to = %to.display());
         Ok(())
     }
 
-    /// Appends and syncs `n` sealed records; on failure cuts the file back to before them.
-    pub(super) fn flush(&mut self, buf: &[u8], n: usize) -> Result<(), String> {
+    /// Appends `n` sealed records, the last of them `head`, and makes them durable; on failure
+    /// cuts the file back to before them.
+    pub(super) fn flush(
+        &mut self,
+        buf: &[u8],
+        n: usize,
+        head: (u64, String),
+    ) -> Result<(), String> {
         if self.due_for_rotation()
             && let Err(e) = self.rotate()
         {
             tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
         }
         let started = Instant::now();
-        let result = self.file.append(buf).and_then(|_| self.file.sync());
+        let result = self
+            .file
+            .append(buf)
+            .and_then(|()| self.make_durable(buf, &head));
         match result {
             Ok(()) => {
                 self.size += buf.len() as u64;
+                self.head = head;
                 self.metrics.observe_batch(n, started.elapsed());
                 Ok(())
             }
@@ -200,5 +268,24 @@ impl Writer {
                 Err(format!("audit write failed: {e}"))
             }
         }
+    }
+
+    /// Makes a batch just appended to the live log durable: in the journal when the ring has
+    /// room for it, else by syncing the live log and recording a checkpoint past it.
+    fn make_durable(&mut self, buf: &[u8], (seq, hash): &(u64, String)) -> std::io::Result<()> {
+        let Some(ring) = &mut self.ring else {
+            return self.file.sync();
+        };
+        let len = buf.len() as u64;
+        let end = Checkpoint::at(ring.pos + len, self.size + len, *seq, hash);
+        if len <= ring.checkpoints.room(ring.pos) {
+            ring.journal.commit(ring.pos, buf)?;
+            ring.checkpoints.committed(end);
+        } else {
+            self.file.sync()?;
+            ring.checkpoints.record(end, None)?;
+        }
+        ring.pos += len;
+        Ok(())
     }
 }

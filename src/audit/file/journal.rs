@@ -1,0 +1,468 @@
+//! The journal: where a group commit becomes durable. A preallocated file beside the live log
+//! (`<live>.journal`) written in place as a ring, so that a commit is an overwrite of blocks that
+//! already exist plus one `fdatasync` that has no metadata to write. An append must also write
+//! the inode for the new length: on ext4 a second I/O per commit (measured on the bench VM:
+//! 3.5 KB append + `fdatasync` p50 313-469 µs, the same bytes overwritten in place p50 153-207 µs).
+//!
+//! The same bytes also go to the live log, through the page cache. A checkpointer thread syncs
+//! the live log now and then and records in the journal's header how far the live log is
+//! durable ([`Checkpoint`]). At start-up the live log is cut back to the last checkpoint and the
+//! journal's records after it, checked link by link against the chain, are appended again. The
+//! ring never overwrites what is not checkpointed: a batch that does not fit is written to the
+//! live log and synced there, with a checkpoint, as without a journal.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The header: two checkpoint slots, each in its own page, written alternately.
+const SLOT: u64 = 4096;
+const HEADER: u64 = 2 * SLOT;
+/// Identifies the file and its format.
+const FORMAT: &str = "stepgate-audit-journal/1";
+/// Smallest ring accepted by configuration.
+pub const MIN_BYTES: u64 = 16 * 1024;
+/// The checkpointer syncs the live log at least this often while records are pending.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The journal file of the live log at `live`.
+pub fn path_for(live: &Path) -> PathBuf {
+    let mut name = live.as_os_str().to_os_string();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// How far the live log is durable: every record up to journal position `pos` is on disk in
+/// the live log, which was `live_len` bytes long then and ended with record `seq` / `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Journal format.
+    pub format: String,
+    /// Position in the journal's byte stream (the ring is that stream modulo its capacity).
+    pub pos: u64,
+    /// The live log's length.
+    pub live_len: u64,
+    /// The live log's last record (0 and the genesis hash for an empty chain).
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// Counts checkpoints; of the two slots the higher valid one holds.
+    pub n: u64,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `pos` for a live log of `live_len` bytes ending in `seq` / `hash`.
+    pub fn at(pos: u64, live_len: u64, seq: u64, hash: &str) -> Self {
+        Self {
+            format: FORMAT.into(),
+            pos,
+            live_len,
+            seq,
+            hash: hash.into(),
+            n: 0,
+        }
+    }
+}
+
+/// The journal file: a header and a ring of `capacity` bytes.
+pub struct Journal {
+    file: File,
+    capacity: u64,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens the journal at `path`, creating it with a ring of `capacity` bytes if it does not
+    /// exist. Returns it with its last valid checkpoint (none for a new journal). An existing
+    /// journal keeps its size until [`Journal::resize`].
+    pub fn open(path: &Path, capacity: u64) -> std::io::Result<(Self, Option<Checkpoint>)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        let mut journal = Self {
+            file,
+            capacity: len.saturating_sub(HEADER),
+            path: path.to_path_buf(),
+        };
+        if len <= HEADER {
+            journal.resize(capacity)?;
+            return Ok((journal, None));
+        }
+        let checkpoint = journal.read_checkpoint()?;
+        Ok((journal, checkpoint))
+    }
+
+    /// The ring's size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Makes the file a zeroed header and ring of `capacity` bytes, every block written (so
+    /// later writes overwrite in place), durable with its folder entry.
+    pub fn resize(&mut self, capacity: u64) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        let zeros = vec![0u8; 1 << 20];
+        let total = HEADER + capacity;
+        let mut at = 0;
+        while at < total {
+            let n = (total - at).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_all()?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+
+    /// Another handle to the same file.
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            file: self.file.try_clone()?,
+            capacity: self.capacity,
+            path: self.path.clone(),
+        })
+    }
+
+    /// The newer of the two slots that parse.
+    fn read_checkpoint(&self) -> std::io::Result<Option<Checkpoint>> {
+        let mut best: Option<Checkpoint> = None;
+        for slot in 0..2 {
+            let mut buf = vec![0u8; SLOT as usize];
+            self.file.read_exact_at(&mut buf, slot * SLOT)?;
+            let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+                continue;
+            };
+            let Ok(cp) = serde_json::from_slice::<Checkpoint>(&buf[..end]) else {
+                continue;
+            };
+            if cp.format == FORMAT && best.as_ref().is_none_or(|b| cp.n > b.n) {
+                best = Some(cp);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Writes `cp` into the slot the previous checkpoint did not use and makes it durable.
+    pub fn write_checkpoint(&self, cp: &Checkpoint) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        line.resize(SLOT as usize, 0);
+        self.file.write_all_at(&line, (cp.n % 2) * SLOT)?;
+        self.file.sync_data()
+    }
+
+    /// Writes `buf` at stream position `pos` (wrapping around the ring) and makes it durable.
+    /// The caller makes sure it overwrites nothing that is not checkpointed.
+    pub fn commit(&self, pos: u64, buf: &[u8]) -> std::io::Result<()> {
+        debug_assert!(buf.len() as u64 <= self.capacity);
+        let at = pos % self.capacity;
+        let first = ((self.capacity - at) as usize).min(buf.len());
+        self.file.write_all_at(&buf[..first], HEADER + at)?;
+        if first < buf.len() {
+            self.file.write_all_at(&buf[first..], HEADER)?;
+        }
+        self.file.sync_data()
+    }
+
+    /// The ring's bytes from stream position `pos`, one full turn, in stream order.
+    pub fn read_from(&self, pos: u64) -> std::io::Result<Vec<u8>> {
+        let mut out = vec![0u8; self.capacity as usize];
+        let at = pos % self.capacity;
+        let first = (self.capacity - at) as usize;
+        self.file.read_exact_at(&mut out[..first], HEADER + at)?;
+        self.file.read_exact_at(&mut out[first..], HEADER)?;
+        Ok(out)
+    }
+}
+
+/// The records in `stream` that continue the chain after `seq` / `hash`: whole lines, each
+/// checked against the one before; stops at the first that does not (stale bytes of an earlier
+/// turn, a torn write, zeros). Returns their bytes and the new chain head.
+pub fn continuation(stream: &[u8], mut seq: u64, mut hash: String) -> (usize, u64, String) {
+    let mut used = 0;
+    while let Some(end) = stream[used..].iter().position(|b| *b == b'\n') {
+        let line = &stream[used..used + end];
+        match crate::audit::verify::link(line, seq, &hash) {
+            Ok(h) => {
+                seq += 1;
+                hash = h;
+                used += end + 1;
+            }
+            Err(_) => break,
+        }
+    }
+    (used, seq, hash)
+}
+
+/// What the writer and the checkpointer share.
+pub struct Checkpoints {
+    state: Mutex<State>,
+    wake: Condvar,
+    journal: Journal,
+}
+
+struct State {
+    /// The last checkpoint written.
+    done: Checkpoint,
+    /// Where the writer is: what the next checkpoint may record.
+    committed: Checkpoint,
+    /// The live log, for syncing; replaced at rotation.
+    live: File,
+    /// Counts rotations, so a checkpoint taken across one is dropped.
+    generation: u64,
+    /// The writer asked for a checkpoint (the ring fills).
+    wanted: bool,
+    stopped: bool,
+    /// The checkpointer thread has ended.
+    finished: bool,
+}
+
+impl Checkpoints {
+    /// Shares `journal`, whose last checkpoint is `done`, for the live log at `live`.
+    pub fn new(journal: Journal, done: Checkpoint, live: &Path) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            state: Mutex::new(State {
+                committed: done.clone(),
+                done,
+                live: File::open(live)?,
+                generation: 0,
+                wanted: false,
+                stopped: false,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            journal: journal.try_clone()?,
+        }))
+    }
+
+    /// Bytes the ring can take at stream position `pos` without overwriting what is not
+    /// checkpointed.
+    pub fn room(&self, pos: u64) -> u64 {
+        let done = self.state.lock().map(|s| s.done.pos).unwrap_or(pos);
+        self.journal.capacity - (pos - done)
+    }
+
+    /// The writer committed up to `cp`; asks for a checkpoint once an eighth of the ring waits.
+    pub fn committed(&self, cp: Checkpoint) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let due = cp.pos - s.done.pos >= self.journal.capacity / 8;
+        s.committed = cp;
+        if due && !s.wanted {
+            s.wanted = true;
+            drop(s);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Records `cp` now (the live log is already synced up to it): after a batch that did not
+    /// fit the ring, and at rotation, where `live` is the new live log.
+    pub fn record(&self, mut cp: Checkpoint, live: Option<&Path>) -> std::io::Result<()> {
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| std::io::Error::other("checkpointer stopped"))?;
+        if let Some(live) = live {
+            s.live = File::open(live)?;
+            s.generation += 1;
+        }
+        cp.n = s.done.n + 1;
+        self.journal.write_checkpoint(&cp)?;
+        s.committed = cp.clone();
+        s.done = cp;
+        Ok(())
+    }
+
+    /// Ends the checkpointer thread after one last checkpoint; waits for it at most `wait`.
+    pub fn stop(&self, wait: Duration) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        s.stopped = true;
+        self.wake.notify_all();
+        let _ = self.wake.wait_timeout_while(s, wait, |s| !s.finished);
+    }
+
+    /// The checkpointer thread: syncs the live log and records how far it is durable, when an
+    /// eighth of the ring is waiting or every [`CHECKPOINT_EVERY`] while anything is.
+    pub fn run(&self) {
+        self.serve();
+        if let Ok(mut s) = self.state.lock() {
+            s.finished = true;
+        }
+        self.wake.notify_all();
+    }
+
+    fn serve(&self) {
+        loop {
+            let (target, live, generation, last) = {
+                let Ok(mut s) = self.state.lock() else {
+                    return;
+                };
+                while !s.wanted && !s.stopped {
+                    s = match self.wake.wait_timeout(s, CHECKPOINT_EVERY) {
+                        Ok((s, t)) if t.timed_out() && s.committed.pos > s.done.pos => {
+                            let mut s = s;
+                            s.wanted = true;
+                            s
+                        }
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    };
+                }
+                s.wanted = false;
+                let Ok(live) = s.live.try_clone() else {
+                    return;
+                };
+                (s.committed.clone(), live, s.generation, s.stopped)
+            };
+            let synced = live.sync_data();
+            if let Ok(mut s) = self.state.lock()
+                && s.generation == generation
+                && target.pos > s.done.pos
+            {
+                let result = synced.and_then(|()| {
+                    let mut cp = target;
+                    cp.n = s.done.n + 1;
+                    self.journal.write_checkpoint(&cp).map(|()| cp)
+                });
+                match result {
+                    Ok(cp) => s.done = cp,
+                    Err(e) => {
+                        // The ring fills; the writer then syncs the live log itself, and fails
+                        // its batches if that fails too (fail closed).
+                        tracing::error!(message = "Audit checkpoint failed.", error = %e);
+                    }
+                }
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}
+
+/// The chain as [`restore`] left it.
+pub struct Restored {
+    /// The live log's last record.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// Journal stream position after the restored records.
+    pub pos: u64,
+    /// Records appended again from the journal.
+    pub replayed: u64,
+    /// Bytes after the checkpoint cut from the live log that the journal did not restore.
+    pub lost: u64,
+}
+
+/// Brings the live log at `live` to what is durable: cuts it back to the checkpoint `cp` (what
+/// follows was not synced there) and appends the journal's records after it again. The
+/// checkpoint must be found where it says (in the live log, or at the end of the last rotated
+/// file when a rotation was under way); else the journal belongs to another log, or the log
+/// lost synced records, and the log is not continued.
+pub fn restore(
+    live: &Path,
+    journal: &Journal,
+    cp: &Checkpoint,
+) -> Result<Restored, crate::audit::AuditError> {
+    use crate::audit::AuditError;
+    let io =
+        |what: &str, e: std::io::Error| AuditError::Io(format!("{what} `{}`: {e}", live.display()));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(live)
+        .map_err(|e| io("cannot open", e))?;
+    let len = file.metadata().map_err(|e| io("cannot read", e))?.len();
+    let in_live = cp.live_len == 0 || ends_with(&file, cp.live_len, cp).unwrap_or(false);
+    let in_rotated = || -> std::io::Result<bool> {
+        let Some((_, last)) = crate::audit::files::rotated(live)?.pop() else {
+            return Ok(false);
+        };
+        let f = File::open(last)?;
+        Ok(f.metadata()?.len() == cp.live_len && ends_with(&f, cp.live_len, cp)?)
+    };
+    let keep = if in_live {
+        cp.live_len
+    } else if len == 0 && in_rotated().map_err(|e| io("cannot read the files of", e))? {
+        0
+    } else {
+        return Err(AuditError::Corrupt(format!(
+            "`{}` does not hold record {} where its journal `{}` says it is durable; the \
+             journal belongs to another log or the log lost synced records (move the journal \
+             away to start without the records only it holds)",
+            live.display(),
+            cp.seq,
+            journal.path.display()
+        )));
+    };
+    let mut cut = vec![0u8; len.saturating_sub(keep) as usize];
+    if !cut.is_empty() {
+        file.read_exact_at(&mut cut, keep)
+            .and_then(|()| file.set_len(keep))
+            .map_err(|e| io("cannot cut", e))?;
+    }
+    let head = super::recover(&mut file, live)?;
+    if (head.seq, head.hash.as_str()) != (cp.seq, cp.hash.as_str()) {
+        return Err(AuditError::Corrupt(format!(
+            "`{}` ends at record {}, its journal's checkpoint at record {}",
+            live.display(),
+            head.seq,
+            cp.seq
+        )));
+    }
+    let stream = journal
+        .read_from(cp.pos)
+        .map_err(|e| io("cannot read the journal of", e))?;
+    let (used, seq, hash) = continuation(&stream, cp.seq, cp.hash.clone());
+    file.write_all_at(&stream[..used], keep)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io("cannot restore journal records to", e))?;
+    // After a crash of the process alone the cut bytes are the restored records; anything
+    // else in them (a torn line, records never acknowledged, garbage of a power cut) is lost.
+    let lost = match cut.strip_prefix(&stream[..used]) {
+        Some(rest) => rest.len(),
+        None => cut.len(),
+    };
+    Ok(Restored {
+        replayed: seq - cp.seq,
+        seq,
+        hash,
+        pos: cp.pos + used as u64,
+        lost: lost as u64,
+    })
+}
+
+/// Whether the line that ends at byte `at` of `file` is the checkpoint's record.
+fn ends_with(file: &File, at: u64, cp: &Checkpoint) -> std::io::Result<bool> {
+    if file.metadata()?.len() < at {
+        return Ok(false);
+    }
+    let start = at.saturating_sub(super::TAIL_BYTES);
+    let mut tail = vec![0u8; (at - start) as usize];
+    file.read_exact_at(&mut tail, start)?;
+    let Some(body) = tail.strip_suffix(b"\n") else {
+        return Ok(false);
+    };
+    let line = body.rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(serde_json::from_slice::<crate::audit::Record>(line)
+        .is_ok_and(|r| r.seq == cp.seq && r.hash == cp.hash))
+}
+
+#[cfg(test)]
+mod tests;

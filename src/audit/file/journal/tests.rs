@@ -1,0 +1,248 @@
+//! The journal keeps every acknowledged record across a crash that loses the live log's
+//! unsynced tail (a power cut), across ring turns, batches too big for the ring and rotation.
+
+use super::super::{FileLog, LogOptions, open_file};
+use super::*;
+use crate::audit::Entry;
+use crate::audit::verify::{Verdict, verify_path};
+use crate::observe::AuditMetrics;
+
+fn options(journal_bytes: u64) -> LogOptions {
+    LogOptions {
+        journal_bytes,
+        ..LogOptions::default()
+    }
+}
+
+fn open(path: &Path, opts: LogOptions) -> Result<FileLog, crate::audit::AuditError> {
+    FileLog::open_with(
+        path,
+        opts,
+        || "2026-12-03T00:00:00.000Z".into(),
+        AuditMetrics::default(),
+        Box::new(open_file),
+    )
+    .map(|(log, _)| log)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Appends `n` decision records, each waited for (acknowledged), `pad` bytes of reasons each.
+fn append(log: &FileLog, from: usize, n: usize, pad: usize) {
+    let reasons = vec!["r".repeat(pad)];
+    rt().block_on(async {
+        for i in from..from + n {
+            let id = format!("req-{i}");
+            let e = Entry {
+                time: "2026-12-03T00:00:00.000Z",
+                request_id: &id,
+                event: "decision",
+                decision: "allow",
+                reasons: &reasons,
+                ..Entry::default()
+            };
+            log.append(&e).await.unwrap();
+        }
+    });
+}
+
+/// What the disk holds after a power cut while `dir`'s log is open: the journal as it is, the
+/// live log as synced at the journal's checkpoint plus part of its unsynced tail and garbage
+/// (writeback that was under way). Rotated files were synced when they were rotated.
+fn power_cut(dir: &Path, live: &str) -> (tempfile::TempDir, Checkpoint) {
+    let image = tempfile::tempdir().unwrap();
+    let journal = path_for(&dir.join(live));
+    let journal_name = journal.file_name().unwrap();
+    std::fs::copy(&journal, image.path().join(journal_name)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != journal_name {
+            std::fs::copy(e.path(), image.path().join(e.file_name())).unwrap();
+        }
+    }
+    let (_, cp) = Journal::open(&image.path().join(journal_name), MIN_BYTES).unwrap();
+    let cp = cp.expect("a checkpoint");
+    let live = image.path().join(live);
+    let mut bytes = std::fs::read(&live).unwrap();
+    let unsynced = bytes.len() as u64 - cp.live_len;
+    bytes.truncate((cp.live_len + unsynced / 2) as usize);
+    bytes.extend_from_slice(&[0u8; 100]);
+    std::fs::write(&live, bytes).unwrap();
+    (image, cp)
+}
+
+/// The request ids of the decision records in the chain ending in `live`, in order, after
+/// checking that the chain verifies; and how many `recovered` notes it has.
+fn decisions(live: &Path) -> (Vec<String>, usize) {
+    assert!(matches!(verify_path(live).unwrap(), Verdict::Ok { .. }));
+    let mut ids = Vec::new();
+    let mut notes = 0;
+    for f in crate::audit::files::chain(live).unwrap() {
+        for l in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            match v["event"].as_str() {
+                Some("decision") => ids.push(v["request_id"].as_str().unwrap().to_string()),
+                Some("recovered") => notes += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    (ids, notes)
+}
+
+fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("req-{i}")).collect()
+}
+
+#[test]
+fn a_power_cut_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path, options(1 << 20)).unwrap();
+    append(&log, 0, 40, 10);
+    // Far less than an eighth of the ring and well within the checkpoint interval: the live
+    // log's records are all after the start-up checkpoint, durable only in the journal.
+    let (image, cp) = power_cut(dir.path(), "audit.jsonl");
+    assert_eq!((cp.live_len, cp.seq), (0, 0));
+    let live = image.path().join("audit.jsonl");
+    assert!(verify_path(&live).unwrap() != Verdict::Ok { records: 40 });
+
+    let reopened = open(&live, options(1 << 20)).unwrap();
+    // The garbage the cut left is not kept, and a `recovered` record says bytes were cut.
+    assert_eq!(decisions(&live), (ids(0..40), 1));
+    // The chain goes on from the restored head, and a second cut keeps both runs' records.
+    append(&reopened, 40, 5, 10);
+    let (image2, _) = power_cut(image.path(), "audit.jsonl");
+    let live2 = image2.path().join("audit.jsonl");
+    drop(open(&live2, options(1 << 20)).unwrap());
+    assert_eq!(decisions(&live2), (ids(0..45), 2));
+    drop(log);
+}
+
+#[test]
+fn the_ring_turns_many_times_and_a_batch_bigger_than_it_goes_to_the_live_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path, options(MIN_BYTES)).unwrap();
+    // ~400 bytes a record, 16 KiB ring: ~50 turns.
+    append(&log, 0, 2000, 150);
+    // One record larger than the ring: synced in the live log with a checkpoint past it.
+    append(&log, 2000, 1, 20_000);
+    append(&log, 2001, 30, 150);
+    let (image, cp) = power_cut(dir.path(), "audit.jsonl");
+    assert!(cp.seq >= 2001, "the big record left a checkpoint: {cp:?}");
+    let live = image.path().join("audit.jsonl");
+    drop(open(&live, options(MIN_BYTES)).unwrap());
+    assert_eq!(decisions(&live), (ids(0..2031), 1));
+    drop(log);
+    // A clean stop leaves nothing to restore: the last checkpoint is the end of the log, and
+    // a restart adds no `recovered` record.
+    let (_, cp) = Journal::open(&path_for(&path), MIN_BYTES).unwrap();
+    let cp = cp.unwrap();
+    assert_eq!(cp.seq, 2031);
+    assert_eq!(cp.live_len, std::fs::metadata(&path).unwrap().len());
+    drop(open(&path, options(MIN_BYTES)).unwrap());
+    assert_eq!(decisions(&path), (ids(0..2031), 0));
+}
+
+#[test]
+fn rotation_under_the_journal_keeps_every_record_after_a_power_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let opts = LogOptions {
+        rotate_bytes: Some(4000),
+        journal_bytes: 1 << 20,
+        ..LogOptions::default()
+    };
+    let log = open(&path, opts.clone()).unwrap();
+    append(&log, 0, 50, 10);
+    let (image, cp) = power_cut(dir.path(), "audit.jsonl");
+    let live = image.path().join("audit.jsonl");
+    assert!(cp.seq > 0, "rotations leave checkpoints");
+    drop(open(&live, opts).unwrap());
+    assert!(crate::audit::files::rotated(&live).unwrap().len() >= 2);
+    assert_eq!(decisions(&live).0, ids(0..50));
+    drop(log);
+}
+
+#[test]
+fn a_journal_that_does_not_match_its_log_is_not_replayed_onto_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path, options(1 << 20)).unwrap();
+    append(&log, 0, 10, 10);
+    drop(log);
+    // The log is replaced by another one; the journal stays behind.
+    std::fs::remove_file(&path).unwrap();
+    let other = open(&dir.path().join("other.jsonl"), LogOptions::default()).unwrap();
+    append(&other, 0, 3, 10);
+    drop(other);
+    std::fs::rename(dir.path().join("other.jsonl"), &path).unwrap();
+    let err = open(&path, options(1 << 20)).err().expect("refused");
+    assert!(
+        matches!(&err, crate::audit::AuditError::Corrupt(m) if m.contains("journal")),
+        "{err}"
+    );
+    assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 3 });
+}
+
+#[test]
+fn turning_the_journal_off_first_restores_what_only_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path, options(1 << 20)).unwrap();
+    append(&log, 0, 12, 10);
+    let (image, _) = power_cut(dir.path(), "audit.jsonl");
+    drop(log);
+    let live = image.path().join("audit.jsonl");
+    let log = open(&live, options(0)).unwrap();
+    assert!(!path_for(&live).exists(), "the journal is removed");
+    append(&log, 12, 1, 10);
+    drop(log);
+    assert_eq!(decisions(&live), (ids(0..13), 1));
+}
+
+#[test]
+fn the_continuation_stops_at_stale_bytes_a_foreign_link_or_a_torn_line() {
+    use crate::audit::record::{GENESIS, Prepared};
+    let seal = |id: &str, seq: u64, prev: &str, out: &mut Vec<u8>| {
+        let e = Entry {
+            request_id: id,
+            event: "decision",
+            decision: "allow",
+            ..Entry::default()
+        };
+        Prepared::new(&e).unwrap().seal(seq, prev, out)
+    };
+    let mut chain = Vec::new();
+    let h1 = seal("a", 1, GENESIS, &mut chain);
+    let h2 = seal("b", 2, &h1, &mut chain);
+    let two = chain.len();
+    // A record of an earlier turn that also claims seq 3 but links elsewhere, then the real 3.
+    let mut stale = Vec::new();
+    seal("stale", 3, &h1, &mut stale);
+    let mut real3 = Vec::new();
+    seal("c", 3, &h2, &mut real3);
+
+    let whole = [chain.clone(), real3.clone()].concat();
+    let (used, seq, _) = continuation(&whole, 0, GENESIS.into());
+    assert_eq!((used, seq), (whole.len(), 3));
+    for tail in [
+        stale.clone(),
+        [stale, real3.clone()].concat(),
+        real3[..real3.len() - 1].to_vec(), // torn: no newline
+        vec![0u8; 64],
+    ] {
+        let stream = [chain.clone(), tail].concat();
+        let (used, seq, hash) = continuation(&stream, 0, GENESIS.into());
+        assert_eq!((used, seq, hash.as_str()), (two, 2, h2.as_str()));
+    }
+    // Not the chain's next record at all: nothing is taken.
+    let (used, seq, _) = continuation(&chain, 5, h2.clone());
+    assert_eq!((used, seq), (0, 5));
+}
