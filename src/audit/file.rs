@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
-use journal::{Checkpoint, Journal};
+use journal::Checkpoint;
 use writer::{Ring, Writer, batch_scheduling};
 
 pub mod journal;
@@ -267,36 +267,18 @@ impl FileLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create folder for", e))?;
         }
-        let journal_path = journal::path_for(path);
-        // A journal beside a regular file only (not beside a device given as the log).
-        let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
-        let journal = if regular && (options.journal_bytes > 0 || journal_path.exists()) {
-            let capacity = options.journal_bytes.max(journal::MIN_BYTES);
-            Some(
-                Journal::open(&journal_path, capacity)
-                    .map_err(|e| io("cannot open the journal of", e))?,
-            )
-        } else {
-            None
-        };
-        let (mut head, pos) = match &journal {
-            Some((j, Some(cp))) => {
-                let r = journal::restore(path, j, cp)?;
-                if r.replayed > 0 {
-                    tracing::info!(
-                        message = "Audit records restored from the journal.",
-                        records = r.replayed
-                    );
-                }
+        let found = journal::open_beside(path, options.journal_bytes)?;
+        let (mut head, pos) = match found.as_ref().and_then(|f| f.restored.as_ref()) {
+            Some(r) => {
                 let head = ChainHead {
                     seq: r.seq,
-                    hash: r.hash,
+                    hash: r.hash.clone(),
                     truncated: r.lost,
                     accepted_break: None,
                 };
                 (head, r.pos)
             }
-            _ => {
+            None => {
                 let mut f = OpenOptions::new()
                     .create(true)
                     .read(true)
@@ -322,19 +304,18 @@ impl FileLog {
         }
         let file = opener(path).map_err(|e| io("cannot open", e))?;
         let size = file.size().map_err(|e| io("cannot read the size of", e))?;
-        let ring = match journal {
-            Some((j, last)) if options.journal_bytes > 0 => {
+        let ring = match found {
+            Some(f) if options.journal_bytes > 0 => {
                 let capacity = options.journal_bytes.max(journal::MIN_BYTES);
                 let cp = Checkpoint::at(pos, size, head.seq, &head.hash);
                 Some(
-                    Ring::start(j, last, capacity, cp, path)
+                    Ring::start(f.journal, f.last, capacity, cp, path)
                         .map_err(|e| io("cannot start the journal of", e))?,
                 )
             }
-            Some(_) => {
-                // Journal turned off: its records are in the live log now.
-                std::fs::remove_file(&journal_path)
-                    .and_then(|()| sync_parent(path))
+            Some(f) => {
+                // Journal turned off: what only it held is in the live log now.
+                f.remove(path)
                     .map_err(|e| io("cannot remove the journal of", e))?;
                 None
             }
@@ -398,6 +379,12 @@ impl FileLog {
             wake: std::sync::Condvar::new(),
             healthy: AtomicBool::new(true),
         });
+        if let Some(checkpoints) = checkpoints {
+            std::thread::Builder::new()
+                .name("stepgate-audit-checkpoint".into())
+                .spawn(move || checkpoints.run())
+                .map_err(|e| io("cannot start the checkpointer for", e))?;
+        }
         let for_writer = shared.clone();
         let (done, writer_done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -408,12 +395,6 @@ impl FileLog {
                 writer.run(&for_writer)
             })
             .map_err(|e| io("cannot start the writer for", e))?;
-        if let Some(checkpoints) = checkpoints {
-            std::thread::Builder::new()
-                .name("stepgate-audit-checkpoint".into())
-                .spawn(move || checkpoints.run())
-                .map_err(|e| io("cannot start the checkpointer for", e))?;
-        }
         Ok((
             Self {
                 _stop: Arc::new(StopOnDrop {
@@ -512,14 +493,6 @@ impl FileLog {
             self.shared.wake.notify_one();
         }
         Ok((seq, commit))
-    }
-}
-
-/// Makes the folder entries of `path`'s folder durable.
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
     }
 }
 

@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -209,6 +210,11 @@ pub fn continuation(stream: &[u8], mut seq: u64, mut hash: String) -> (usize, u6
 pub struct Checkpoints {
     state: Mutex<State>,
     wake: Condvar,
+    /// Held across a header write (a sync): checkpoints are written one at a time, in order,
+    /// without holding `state`, which the writer takes on every commit. Holds the last `n`.
+    header: Mutex<u64>,
+    /// Stream position of the last checkpoint written, for the writer's room check.
+    done_pos: AtomicU64,
     journal: Journal,
 }
 
@@ -232,6 +238,8 @@ impl Checkpoints {
     /// Shares `journal`, whose last checkpoint is `done`, for the live log at `live`.
     pub fn new(journal: Journal, done: Checkpoint, live: &Path) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
+            header: Mutex::new(done.n),
+            done_pos: AtomicU64::new(done.pos),
             state: Mutex::new(State {
                 committed: done.clone(),
                 done,
@@ -249,8 +257,7 @@ impl Checkpoints {
     /// Bytes the ring can take at stream position `pos` without overwriting what is not
     /// checkpointed.
     pub fn room(&self, pos: u64) -> u64 {
-        let done = self.state.lock().map(|s| s.done.pos).unwrap_or(pos);
-        self.journal.capacity - (pos - done)
+        self.journal.capacity - (pos - self.done_pos.load(Ordering::Acquire))
     }
 
     /// The writer committed up to `cp`; asks for a checkpoint once an eighth of the ring waits.
@@ -269,19 +276,34 @@ impl Checkpoints {
 
     /// Records `cp` now (the live log is already synced up to it): after a batch that did not
     /// fit the ring, and at rotation, where `live` is the new live log.
-    pub fn record(&self, mut cp: Checkpoint, live: Option<&Path>) -> std::io::Result<()> {
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| std::io::Error::other("checkpointer stopped"))?;
+    pub fn record(&self, cp: Checkpoint, live: Option<&Path>) -> std::io::Result<()> {
+        let stopped = || std::io::Error::other("checkpointer stopped");
+        let header = self.header.lock().map_err(|_| stopped())?;
         if let Some(live) = live {
-            s.live = File::open(live)?;
+            let live = File::open(live)?;
+            let mut s = self.state.lock().map_err(|_| stopped())?;
+            s.live = live;
             s.generation += 1;
         }
-        cp.n = s.done.n + 1;
+        self.write(header, cp)
+    }
+
+    /// Writes `cp` as the next checkpoint, the header lock held, the state lock not.
+    fn write(
+        &self,
+        mut header: std::sync::MutexGuard<'_, u64>,
+        mut cp: Checkpoint,
+    ) -> std::io::Result<()> {
+        cp.n = *header + 1;
         self.journal.write_checkpoint(&cp)?;
-        s.committed = cp.clone();
-        s.done = cp;
+        *header = cp.n;
+        self.done_pos.store(cp.pos, Ordering::Release);
+        if let Ok(mut s) = self.state.lock() {
+            if cp.pos > s.committed.pos {
+                s.committed = cp.clone();
+            }
+            s.done = cp;
+        }
         Ok(())
     }
 
@@ -328,30 +350,88 @@ impl Checkpoints {
                 };
                 (s.committed.clone(), live, s.generation, s.stopped)
             };
-            let synced = live.sync_data();
-            if let Ok(mut s) = self.state.lock()
-                && s.generation == generation
-                && target.pos > s.done.pos
-            {
-                let result = synced.and_then(|()| {
-                    let mut cp = target;
-                    cp.n = s.done.n + 1;
-                    self.journal.write_checkpoint(&cp).map(|()| cp)
-                });
-                match result {
-                    Ok(cp) => s.done = cp,
-                    Err(e) => {
-                        // The ring fills; the writer then syncs the live log itself, and fails
-                        // its batches if that fails too (fail closed).
-                        tracing::error!(message = "Audit checkpoint failed.", error = %e);
-                    }
+            let result = live.sync_data().and_then(|()| {
+                let Ok(header) = self.header.lock() else {
+                    return Ok(());
+                };
+                // Still news, and no rotation since the snapshot (it is of the old file).
+                let current = self
+                    .state
+                    .lock()
+                    .is_ok_and(|s| s.generation == generation && target.pos > s.done.pos);
+                if current {
+                    self.write(header, target)?;
                 }
+                Ok(())
+            });
+            if let Err(e) = result {
+                // The ring fills; the writer then syncs the live log itself, and fails its
+                // batches if that fails too (fail closed).
+                tracing::error!(message = "Audit checkpoint failed.", error = %e);
             }
             if last {
                 return;
             }
         }
     }
+}
+
+/// The journal of a live log as start-up found it.
+pub struct Found {
+    /// The journal.
+    pub journal: Journal,
+    /// Its last checkpoint (none for a new journal).
+    pub last: Option<Checkpoint>,
+    /// What restoring from it did (none for a new journal).
+    pub restored: Option<Restored>,
+}
+
+impl Found {
+    /// Removes the journal (turned off): the records only it held were restored to the live
+    /// log at `live`.
+    pub fn remove(self, live: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(&self.journal.path)?;
+        match live.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens the journal beside the live log at `live` when one is configured (a non-zero
+/// `journal_bytes`) or one exists (records only it holds must not be lost), and brings the
+/// live log to what is durable ([`restore`]). A journal only beside a regular file, not beside
+/// a device given as the log.
+pub fn open_beside(
+    live: &Path,
+    journal_bytes: u64,
+) -> Result<Option<Found>, crate::audit::AuditError> {
+    let path = path_for(live);
+    let regular = std::fs::metadata(live).map_or(true, |m| m.is_file());
+    if !regular || (journal_bytes == 0 && !path.exists()) {
+        return Ok(None);
+    }
+    let (journal, last) = Journal::open(&path, journal_bytes.max(MIN_BYTES)).map_err(|e| {
+        crate::audit::AuditError::Io(format!("cannot open `{}`: {e}", path.display()))
+    })?;
+    let restored = match &last {
+        Some(cp) => {
+            let r = restore(live, &journal, cp)?;
+            if r.replayed > 0 {
+                tracing::info!(
+                    message = "Audit records restored from the journal.",
+                    records = r.replayed
+                );
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    Ok(Some(Found {
+        journal,
+        last,
+        restored,
+    }))
 }
 
 /// The chain as [`restore`] left it.
