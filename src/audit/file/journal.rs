@@ -479,7 +479,9 @@ pub fn restore(
     };
     let keep = if in_live {
         cp.live_len
-    } else if len == 0 && in_rotated().map_err(|e| io("cannot read the files of", e))? {
+    } else if in_rotated().map_err(|e| io("cannot read the files of", e))? {
+        // A rotation was under way (or its second checkpoint failed): whatever the new file
+        // holds came after the checkpoint, so the journal holds it too.
         0
     } else {
         return Err(AuditError::Corrupt(format!(

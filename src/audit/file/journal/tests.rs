@@ -246,3 +246,40 @@ fn the_continuation_stops_at_stale_bytes_a_foreign_link_or_a_torn_line() {
     let (used, seq, _) = continuation(&chain, 5, h2.clone());
     assert_eq!((used, seq), (0, 5));
 }
+
+#[test]
+fn a_cut_between_a_rotations_rename_and_its_checkpoint_restores_the_new_file_from_the_journal() {
+    use crate::audit::record::Prepared;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    append(&open(&path, options(1 << 20)).unwrap(), 0, 5, 10);
+    // Stopped cleanly: the checkpoint is the live file's end. Then the rotation's rename
+    // happens and its second checkpoint never does; two records go to the new file and the
+    // journal, and only part of them reaches the new file.
+    let (journal, cp) = Journal::open(&path_for(&path), 1 << 20).unwrap();
+    let cp = cp.unwrap();
+    assert_eq!(
+        (cp.seq, cp.live_len),
+        (5, std::fs::metadata(&path).unwrap().len())
+    );
+    std::fs::rename(&path, dir.path().join("audit.jsonl.000001")).unwrap();
+    let mut records = Vec::new();
+    let mut hash = cp.hash.clone();
+    for (seq, id) in [(6, "req-5"), (7, "req-6")] {
+        let e = Entry {
+            time: "2026-12-03T00:00:00.000Z",
+            request_id: id,
+            event: "decision",
+            decision: "allow",
+            ..Entry::default()
+        };
+        hash = Prepared::new(&e).unwrap().seal(seq, &hash, &mut records);
+    }
+    journal.commit(cp.pos, &records).unwrap();
+    std::fs::write(&path, &records[..records.len() - 20]).unwrap();
+    drop(journal);
+
+    drop(open(&path, options(1 << 20)).unwrap());
+    let (ids, _) = decisions(&path);
+    assert_eq!(ids, self::ids(0..7));
+}
