@@ -101,6 +101,26 @@ impl Journal {
         Ok((journal, checkpoint))
     }
 
+    /// Opens an existing journal to read it (`stepgate audit verify`); none when there is none
+    /// or it has no checkpoint.
+    pub fn inspect(path: &Path) -> std::io::Result<Option<(Self, Checkpoint)>> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len <= HEADER {
+            return Ok(None);
+        }
+        let journal = Self {
+            file,
+            capacity: len - HEADER,
+            path: path.to_path_buf(),
+        };
+        Ok(journal.read_checkpoint()?.map(|cp| (journal, cp)))
+    }
+
     /// The ring's size in bytes.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -204,6 +224,16 @@ pub fn continuation(stream: &[u8], mut seq: u64, mut hash: String) -> (usize, u6
         }
     }
     (used, seq, hash)
+}
+
+/// The last record the journal beside the live log at `live` holds past its checkpoint (what
+/// a start would restore, with what the live file already has), without changing anything.
+pub fn last_journaled(live: &Path) -> std::io::Result<Option<u64>> {
+    let Some((journal, cp)) = Journal::inspect(&path_for(live))? else {
+        return Ok(None);
+    };
+    let (used, seq, _) = continuation(&journal.read_from(cp.pos)?, cp.seq, cp.hash);
+    Ok((used > 0).then_some(seq))
 }
 
 /// What the writer and the checkpointer share.

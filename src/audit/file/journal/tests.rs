@@ -111,6 +111,8 @@ fn a_power_cut_loses_no_acknowledged_record() {
     assert_eq!((cp.live_len, cp.seq), (0, 0));
     let live = image.path().join("audit.jsonl");
     assert!(verify_path(&live).unwrap() != Verdict::Ok { records: 40 });
+    // `audit verify` can tell the records are in the journal.
+    assert_eq!(last_journaled(&live).unwrap(), Some(40));
 
     let reopened = open(&live, options(1 << 20)).unwrap();
     // The garbage the cut left is not kept, and a `recovered` record says bytes were cut.
@@ -121,6 +123,8 @@ fn a_power_cut_loses_no_acknowledged_record() {
     let live2 = image2.path().join("audit.jsonl");
     drop(open(&live2, options(1 << 20)).unwrap());
     assert_eq!(decisions(&live2), (ids(0..45), 2));
+    // Stopped cleanly: nothing waits in the journal.
+    assert_eq!(last_journaled(&live2).unwrap(), None);
     drop(log);
 }
 
