@@ -1,0 +1,183 @@
+//! The checkpointer: the thread that syncs the live log now and then and records in the
+//! journal's header how far it is durable, so the ring can be written over again.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::{Checkpoint, Journal};
+
+/// The checkpointer syncs the live log at least this often while records are pending.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// What the writer and the checkpointer share.
+pub struct Checkpoints {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Held across a header write (a sync): checkpoints are written one at a time, in order,
+    /// without holding `state`, which the writer takes on every commit. Holds the last `n`.
+    header: Mutex<u64>,
+    /// Stream position of the last checkpoint written, for the writer's room check.
+    done_pos: AtomicU64,
+    journal: Journal,
+}
+
+struct State {
+    /// The last checkpoint written.
+    done: Checkpoint,
+    /// Where the writer is: what the next checkpoint may record.
+    committed: Checkpoint,
+    /// The live log, for syncing; replaced at rotation.
+    live: File,
+    /// Counts rotations, so a checkpoint taken across one is dropped.
+    generation: u64,
+    /// The writer asked for a checkpoint (the ring fills).
+    wanted: bool,
+    stopped: bool,
+    /// The checkpointer thread has ended.
+    finished: bool,
+}
+
+impl Checkpoints {
+    /// Shares `journal`, whose last checkpoint is `done`, for the live log at `live`.
+    pub fn new(journal: Journal, done: Checkpoint, live: &Path) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            header: Mutex::new(done.n),
+            done_pos: AtomicU64::new(done.pos),
+            state: Mutex::new(State {
+                committed: done.clone(),
+                done,
+                live: File::open(live)?,
+                generation: 0,
+                wanted: false,
+                stopped: false,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            journal: journal.try_clone()?,
+        }))
+    }
+
+    /// Bytes the ring can take at stream position `pos` without overwriting what is not
+    /// checkpointed.
+    pub fn room(&self, pos: u64) -> u64 {
+        self.journal.capacity - (pos - self.done_pos.load(Ordering::Acquire))
+    }
+
+    /// The writer committed up to `cp`; asks for a checkpoint once an eighth of the ring waits.
+    pub fn committed(&self, cp: Checkpoint) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let due = cp.pos - s.done.pos >= self.journal.capacity / 8;
+        s.committed = cp;
+        if due && !s.wanted {
+            s.wanted = true;
+            drop(s);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Records `cp` now (the live log is already synced up to it): after a batch that did not
+    /// fit the ring, and at rotation, where `live` is the new live log.
+    pub fn record(&self, cp: Checkpoint, live: Option<&Path>) -> std::io::Result<()> {
+        let stopped = || std::io::Error::other("checkpointer stopped");
+        let header = self.header.lock().map_err(|_| stopped())?;
+        if let Some(live) = live {
+            let live = File::open(live)?;
+            let mut s = self.state.lock().map_err(|_| stopped())?;
+            s.live = live;
+            s.generation += 1;
+        }
+        self.write(header, cp)
+    }
+
+    /// Writes `cp` as the next checkpoint, the header lock held, the state lock not.
+    fn write(
+        &self,
+        mut header: std::sync::MutexGuard<'_, u64>,
+        mut cp: Checkpoint,
+    ) -> std::io::Result<()> {
+        cp.n = *header + 1;
+        self.journal.write_checkpoint(&cp)?;
+        *header = cp.n;
+        self.done_pos.store(cp.pos, Ordering::Release);
+        if let Ok(mut s) = self.state.lock() {
+            if cp.pos > s.committed.pos {
+                s.committed = cp.clone();
+            }
+            s.done = cp;
+        }
+        Ok(())
+    }
+
+    /// Ends the checkpointer thread after one last checkpoint; waits for it at most `wait`.
+    pub fn stop(&self, wait: Duration) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        s.stopped = true;
+        self.wake.notify_all();
+        let _ = self.wake.wait_timeout_while(s, wait, |s| !s.finished);
+    }
+
+    /// The checkpointer thread: syncs the live log and records how far it is durable, when an
+    /// eighth of the ring is waiting or every [`CHECKPOINT_EVERY`] while anything is.
+    pub fn run(&self) {
+        self.serve();
+        if let Ok(mut s) = self.state.lock() {
+            s.finished = true;
+        }
+        self.wake.notify_all();
+    }
+
+    fn serve(&self) {
+        loop {
+            let (target, live, generation, last) = {
+                let Ok(mut s) = self.state.lock() else {
+                    return;
+                };
+                while !s.wanted && !s.stopped {
+                    s = match self.wake.wait_timeout(s, CHECKPOINT_EVERY) {
+                        Ok((s, t)) if t.timed_out() && s.committed.pos > s.done.pos => {
+                            let mut s = s;
+                            s.wanted = true;
+                            s
+                        }
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    };
+                }
+                s.wanted = false;
+                let Ok(live) = s.live.try_clone() else {
+                    return;
+                };
+                (s.committed.clone(), live, s.generation, s.stopped)
+            };
+            let result = live.sync_data().and_then(|()| {
+                let Ok(header) = self.header.lock() else {
+                    return Ok(());
+                };
+                // Still news, and no rotation since the snapshot (it is of the old file).
+                let current = self
+                    .state
+                    .lock()
+                    .is_ok_and(|s| s.generation == generation && target.pos > s.done.pos);
+                if current {
+                    self.write(header, target)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                // The ring fills; the writer then syncs the live log itself, and fails its
+                // batches if that fails too (fail closed).
+                tracing::error!(message = "Audit checkpoint failed.", error = %e);
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}
