@@ -1,7 +1,9 @@
 //! Durable audit appends (group commit, one `fdatasync` per batch) with 1, 32 and 256 concurrent
-//! submitters. `audit_append/1` is the time one submitter waits for its record to be durable
-//! (the cost the write-ahead log adds to a trigger); with more submitters the time per record
-//! shows what group commit buys (criterion's throughput line is records/s).
+//! submitters, with the journal (the default: each batch overwritten in place in a preallocated
+//! ring) and without it (`journal_bytes = 0`: each batch appended to the live log and synced
+//! there). `audit_append/journal/1` is the time one submitter waits for its record to be
+//! durable (the cost the write-ahead log adds to a trigger); with more submitters the time per
+//! record shows what group commit buys (criterion's throughput line is records/s).
 //! Run: `cargo bench --bench audit_append` (writes under target/bench-audit on the real disk).
 
 #![allow(
@@ -53,14 +55,18 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("audit_append");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(5));
-    for submitters in [1u64, 32, 256] {
-        let path = dir.join(format!("s{submitters}/audit.jsonl"));
+    for (mode, journal_bytes, submitters) in [("journal", 8 << 20), ("sync-live", 0)]
+        .into_iter()
+        .flat_map(|(m, j)| [1u64, 32, 256].map(|s| (m, j, s)))
+    {
+        let path = dir.join(format!("{mode}-{submitters}/audit.jsonl"));
         let (log, _) = rt
             .block_on(async {
                 FileLog::open_with(
                     &path,
                     stepgate::audit::file::LogOptions {
                         rotate_bytes: None,
+                        journal_bytes,
                         ..Default::default()
                     },
                     || "t".into(),
@@ -71,7 +77,7 @@ fn benches(c: &mut Criterion) {
             .unwrap();
         let log = Arc::new(log);
         let mut written = 0u64;
-        group.bench_function(BenchmarkId::from_parameter(submitters), |b| {
+        group.bench_function(BenchmarkId::new(mode, submitters), |b| {
             // `iters` records in all, split over the submitters; time per record.
             b.iter_custom(|iters| {
                 let per = iters.div_ceil(submitters);
