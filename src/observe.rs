@@ -64,6 +64,12 @@ pub struct AuditMetrics {
     pub failures: Counter,
     /// `stepgate_audit_batches_total`: group commits.
     pub batches: Counter,
+    /// `stepgate_audit_checkpoints_total`: journal checkpoints (the live log synced and that
+    /// recorded in the journal).
+    pub checkpoints: Counter,
+    /// `stepgate_audit_checkpoint_failures_total`: checkpoints that failed (the ring then fills
+    /// and batches go to the live log, or fail).
+    pub checkpoint_failures: Counter,
 }
 
 impl Default for AuditMetrics {
@@ -78,6 +84,8 @@ impl Default for AuditMetrics {
             ]),
             failures: Counter::default(),
             batches: Counter::default(),
+            checkpoints: Counter::default(),
+            checkpoint_failures: Counter::default(),
         }
     }
 }
@@ -158,6 +166,16 @@ impl Default for Metrics {
             "stepgate_audit_failures",
             "Audit batches that failed to write",
             audit.failures.clone(),
+        );
+        registry.register(
+            "stepgate_audit_checkpoints",
+            "Audit journal checkpoints: the live log synced and that recorded in the journal",
+            audit.checkpoints.clone(),
+        );
+        registry.register(
+            "stepgate_audit_checkpoint_failures",
+            "Audit journal checkpoints that failed",
+            audit.checkpoint_failures.clone(),
         );
         registry.register(
             "stepgate_upstream_duration_seconds",

@@ -309,7 +309,7 @@ impl FileLog {
                 let capacity = options.journal_bytes.max(journal::MIN_BYTES);
                 let cp = Checkpoint::at(pos, size, head.seq, &head.hash);
                 Some(
-                    Ring::start(f.journal, f.last, capacity, cp, path)
+                    Ring::start(f.journal, f.last, capacity, cp, path, metrics.clone())
                         .map_err(|e| io("cannot start the journal of", e))?,
                 )
             }

@@ -80,6 +80,7 @@ impl Ring {
         capacity: u64,
         mut cp: Checkpoint,
         live: &std::path::Path,
+        metrics: AuditMetrics,
     ) -> std::io::Result<Self> {
         if j.capacity() != capacity {
             j.resize(capacity)?;
@@ -90,7 +91,7 @@ impl Ring {
         j.write_checkpoint(&cp)?;
         Ok(Self {
             pos: cp.pos,
-            checkpoints: Checkpoints::new(j.try_clone()?, cp, live)?,
+            checkpoints: Checkpoints::new(j.try_clone()?, cp, live, metrics)?,
             journal: j,
         })
     }

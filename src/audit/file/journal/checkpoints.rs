@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::{Checkpoint, Journal};
+use crate::observe::AuditMetrics;
 
 /// The checkpointer syncs the live log at least this often while records are pending.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -22,6 +23,7 @@ pub struct Checkpoints {
     /// Stream position of the last checkpoint written, for the writer's room check.
     done_pos: AtomicU64,
     journal: Journal,
+    metrics: AuditMetrics,
 }
 
 struct State {
@@ -42,8 +44,14 @@ struct State {
 
 impl Checkpoints {
     /// Shares `journal`, whose last checkpoint is `done`, for the live log at `live`.
-    pub fn new(journal: Journal, done: Checkpoint, live: &Path) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        journal: Journal,
+        done: Checkpoint,
+        live: &Path,
+        metrics: AuditMetrics,
+    ) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
+            metrics,
             header: Mutex::new(done.n),
             done_pos: AtomicU64::new(done.pos),
             state: Mutex::new(State {
@@ -103,6 +111,7 @@ impl Checkpoints {
         cp.n = *header + 1;
         self.journal.write_checkpoint(&cp)?;
         *header = cp.n;
+        self.metrics.checkpoints.inc();
         self.done_pos.store(cp.pos, Ordering::Release);
         if let Ok(mut s) = self.state.lock() {
             if cp.pos > s.committed.pos {
@@ -171,6 +180,7 @@ impl Checkpoints {
                 Ok(())
             });
             if let Err(e) = result {
+                self.metrics.checkpoint_failures.inc();
                 // The ring fills; the writer then syncs the live log itself, and fails its
                 // batches if that fails too (fail closed).
                 tracing::error!(message = "Audit checkpoint failed.", error = %e);

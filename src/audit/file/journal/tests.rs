@@ -15,11 +15,19 @@ fn options(journal_bytes: u64) -> LogOptions {
 }
 
 fn open(path: &Path, opts: LogOptions) -> Result<FileLog, crate::audit::AuditError> {
+    open_metered(path, opts, AuditMetrics::default())
+}
+
+fn open_metered(
+    path: &Path,
+    opts: LogOptions,
+    metrics: AuditMetrics,
+) -> Result<FileLog, crate::audit::AuditError> {
     FileLog::open_with(
         path,
         opts,
         || "2026-12-03T00:00:00.000Z".into(),
-        AuditMetrics::default(),
+        metrics,
         Box::new(open_file),
     )
     .map(|(log, _)| log)
@@ -132,9 +140,18 @@ fn a_power_cut_loses_no_acknowledged_record() {
 fn the_ring_turns_many_times_and_a_batch_bigger_than_it_goes_to_the_live_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = open(&path, options(MIN_BYTES)).unwrap();
+    let metrics = AuditMetrics::default();
+    let log = open_metered(&path, options(MIN_BYTES), metrics.clone()).unwrap();
     // ~400 bytes a record, 16 KiB ring: ~50 turns.
     append(&log, 0, 2000, 150);
+    // Every turn of the ring needs checkpoints (the checkpointer's, or a batch synced in the
+    // live log).
+    assert!(
+        metrics.checkpoints.get() >= 50,
+        "{}",
+        metrics.checkpoints.get()
+    );
+    assert_eq!(metrics.checkpoint_failures.get(), 0);
     // One record larger than the ring: synced in the live log with a checkpoint past it.
     append(&log, 2000, 1, 20_000);
     append(&log, 2001, 30, 150);
