@@ -142,11 +142,35 @@ impl Default for Metrics {
             "Authorization decisions",
             decisions.clone(),
         );
-        registry.register(
-            "stepgate_audit_records",
-            "Audit records made durable",
-            audit.records.clone(),
-        );
+        for (name, help, counter) in [
+            (
+                "stepgate_audit_records",
+                "Audit records made durable",
+                &audit.records,
+            ),
+            (
+                "stepgate_audit_batches",
+                "Audit group commits",
+                &audit.batches,
+            ),
+            (
+                "stepgate_audit_failures",
+                "Audit batches that failed to write",
+                &audit.failures,
+            ),
+            (
+                "stepgate_audit_checkpoints",
+                "Audit journal checkpoints: the live log synced and that recorded in the journal",
+                &audit.checkpoints,
+            ),
+            (
+                "stepgate_audit_checkpoint_failures",
+                "Audit journal checkpoints that failed",
+                &audit.checkpoint_failures,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "stepgate_audit_batch_records",
             "Records per audit group commit",
@@ -156,26 +180,6 @@ impl Default for Metrics {
             "stepgate_audit_flush_seconds",
             "Audit write and fdatasync per batch",
             audit.flush_seconds.clone(),
-        );
-        registry.register(
-            "stepgate_audit_batches",
-            "Audit group commits",
-            audit.batches.clone(),
-        );
-        registry.register(
-            "stepgate_audit_failures",
-            "Audit batches that failed to write",
-            audit.failures.clone(),
-        );
-        registry.register(
-            "stepgate_audit_checkpoints",
-            "Audit journal checkpoints: the live log synced and that recorded in the journal",
-            audit.checkpoints.clone(),
-        );
-        registry.register(
-            "stepgate_audit_checkpoint_failures",
-            "Audit journal checkpoints that failed",
-            audit.checkpoint_failures.clone(),
         );
         registry.register(
             "stepgate_upstream_duration_seconds",

@@ -40,21 +40,25 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// An allowed start's decision record.
+fn decision<'a>(request_id: &'a str, reasons: &'a [String]) -> Entry<'a> {
+    Entry {
+        time: "2026-12-03T00:00:00.000Z",
+        request_id,
+        event: "decision",
+        decision: "allow",
+        reasons,
+        ..Entry::default()
+    }
+}
+
 /// Appends `n` decision records, each waited for (acknowledged), `pad` bytes of reasons each.
 fn append(log: &FileLog, from: usize, n: usize, pad: usize) {
     let reasons = vec!["r".repeat(pad)];
     rt().block_on(async {
         for i in from..from + n {
             let id = format!("req-{i}");
-            let e = Entry {
-                time: "2026-12-03T00:00:00.000Z",
-                request_id: &id,
-                event: "decision",
-                decision: "allow",
-                reasons: &reasons,
-                ..Entry::default()
-            };
-            log.append(&e).await.unwrap();
+            log.append(&decision(&id, &reasons)).await.unwrap();
         }
     });
 }
@@ -232,13 +236,9 @@ fn turning_the_journal_off_first_restores_what_only_it_holds() {
 fn the_continuation_stops_at_stale_bytes_a_foreign_link_or_a_torn_line() {
     use crate::audit::record::{GENESIS, Prepared};
     let seal = |id: &str, seq: u64, prev: &str, out: &mut Vec<u8>| {
-        let e = Entry {
-            request_id: id,
-            event: "decision",
-            decision: "allow",
-            ..Entry::default()
-        };
-        Prepared::new(&e).unwrap().seal(seq, prev, out)
+        Prepared::new(&decision(id, &[]))
+            .unwrap()
+            .seal(seq, prev, out)
     };
     let mut chain = Vec::new();
     let h1 = seal("a", 1, GENESIS, &mut chain);
@@ -287,14 +287,9 @@ fn a_cut_between_a_rotations_rename_and_its_checkpoint_restores_the_new_file_fro
     let mut records = Vec::new();
     let mut hash = cp.hash.clone();
     for (seq, id) in [(6, "req-5"), (7, "req-6")] {
-        let e = Entry {
-            time: "2026-12-03T00:00:00.000Z",
-            request_id: id,
-            event: "decision",
-            decision: "allow",
-            ..Entry::default()
-        };
-        hash = Prepared::new(&e).unwrap().seal(seq, &hash, &mut records);
+        hash = Prepared::new(&decision(id, &[]))
+            .unwrap()
+            .seal(seq, &hash, &mut records);
     }
     journal.commit(cp.pos, &records).unwrap();
     std::fs::write(&path, &records[..records.len() - 20]).unwrap();
