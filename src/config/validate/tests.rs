@@ -331,3 +331,21 @@ fn dataflow_steps_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_audit_journal_is_on_by_default_and_its_size_is_checked() {
+    assert_eq!(parse_at(GOOD).unwrap().audit_journal_bytes, 8 * 1024 * 1024);
+    let with = |v: &str| {
+        GOOD.replace(
+            "path = \"audit/log.jsonl\"",
+            &format!("path = \"audit/log.jsonl\"\njournal_bytes = {v}"),
+        )
+    };
+    assert_eq!(parse_at(&with("0")).unwrap().audit_journal_bytes, 0);
+    assert_eq!(parse_at(&with("65536")).unwrap().audit_journal_bytes, 65536);
+    for bad in ["100", "2147483648"] {
+        let err = parse_at(&with(bad)).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].key, "audit.journal_bytes", "{err}");
+    }
+}
