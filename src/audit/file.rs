@@ -267,17 +267,9 @@ impl FileLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io("cannot create folder for", e))?;
         }
-        let found = journal::open_beside(path, options.journal_bytes)?;
-        let (mut head, pos) = match found.as_ref().and_then(|f| f.restored.as_ref()) {
-            Some(r) => {
-                let head = ChainHead {
-                    seq: r.seq,
-                    hash: r.hash.clone(),
-                    truncated: r.lost,
-                    accepted_break: None,
-                };
-                (head, r.pos)
-            }
+        let mut found = journal::open_beside(path, options.journal_bytes)?;
+        let (mut head, pos) = match found.as_mut().and_then(|f| f.restored.take()) {
+            Some(r) => (r.head, r.pos),
             None => {
                 let mut f = OpenOptions::new()
                     .create(true)
@@ -535,8 +527,7 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
             bytes = truncated
         );
     }
-    let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
-    let last = body.rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    let last = last_line(&tail);
     if last.is_empty() {
         if start == 0 {
             let mut h = recover(file, path)?;
@@ -560,6 +551,28 @@ fn recover(file: &mut File, path: &Path) -> Result<ChainHead, AuditError> {
         truncated,
         accepted_break: None,
     })
+}
+
+/// The last line of `buf`, without its newline (empty if there is none).
+fn last_line(buf: &[u8]) -> &[u8] {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    body.rsplit(|b| *b == b'\n').next().unwrap_or_default()
+}
+
+/// The record on the line that ends at byte `end` of `file` (its newline the byte before
+/// `end`), if that whole line parses as one.
+pub(crate) fn record_ending_at(file: &File, end: u64) -> std::io::Result<Option<Record>> {
+    use std::os::unix::fs::FileExt;
+    if end == 0 || file.metadata()?.len() < end {
+        return Ok(None);
+    }
+    let start = end.saturating_sub(TAIL_BYTES);
+    let mut tail = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut tail, start)?;
+    if tail.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice(last_line(&tail)).ok())
 }
 
 #[cfg(test)]

@@ -37,24 +37,27 @@ pub fn next_rotated(live: &Path) -> std::io::Result<PathBuf> {
     Ok(PathBuf::from(name))
 }
 
-/// Every file of the chain in order: a single file as itself; for a folder, each live log in it
-/// (files ending in `.jsonl`) preceded by its rotated files.
-pub fn chain(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if path.is_dir() {
-        let mut lives: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-            .collect();
-        lives.sort();
-        let mut out = Vec::new();
-        for live in lives {
-            out.extend(rotated(&live)?.into_iter().map(|(_, p)| p));
-            out.push(live);
-        }
-        Ok(out)
-    } else {
-        let mut out: Vec<PathBuf> = rotated(path)?.into_iter().map(|(_, p)| p).collect();
-        out.push(path.to_path_buf());
-        Ok(out)
+/// The live logs at `path`: a single file as itself; for a folder, each file in it ending in
+/// `.jsonl`, sorted.
+pub fn lives(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
     }
+    let mut lives: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    lives.sort();
+    Ok(lives)
+}
+
+/// Every file of the chain in order: each live log at `path` ([`lives`]) preceded by its
+/// rotated files.
+pub fn chain(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for live in lives(path)? {
+        out.extend(rotated(&live)?.into_iter().map(|(_, p)| p));
+        out.push(live);
+    }
+    Ok(out)
 }

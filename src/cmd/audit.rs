@@ -29,25 +29,19 @@ pub fn verify(path: &Path) -> ExitCode {
 /// After a power cut, and until stepgate starts again, the last acknowledged records may be in
 /// a live file's journal only: names them (on stderr, the verdict stands for what the files hold).
 fn journaled(path: &Path) {
-    let Ok(files) = crate::audit::files::chain(path) else {
-        return;
-    };
-    let lives = files.iter().filter(|f| {
-        f.extension().is_some_and(|x| x == "jsonl") || !path.is_dir() && f.as_path() == path
-    });
-    for live in lives {
-        let last_in_file = std::fs::read(live).ok().and_then(|text| {
-            let line = text.trim_ascii_end().rsplit(|b| *b == b'\n').next()?;
-            serde_json::from_slice::<crate::audit::Record>(line)
-                .ok()
-                .map(|r| r.seq)
-        });
-        if let Ok(Some(last)) = crate::audit::file::journal::last_journaled(live)
+    use crate::audit::file::{journal, record_ending_at};
+    for live in crate::audit::files::lives(path).unwrap_or_default() {
+        let last_in_file = std::fs::File::open(&live)
+            .and_then(|f| record_ending_at(&f, f.metadata()?.len()))
+            .ok()
+            .flatten()
+            .map(|r| r.seq);
+        if let Ok(Some(last)) = journal::last_journaled(&live)
             && last_in_file.is_none_or(|f| last > f)
         {
             eprintln!(
                 "note: `{}` holds records up to seq {last} that `{}` does not have yet; the next start of stepgate restores them",
-                crate::audit::file::journal::path_for(live).display(),
+                journal::path_for(&live).display(),
                 live.display()
             );
         }

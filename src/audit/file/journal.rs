@@ -38,8 +38,8 @@ pub fn path_for(live: &Path) -> PathBuf {
 /// the live log, which was `live_len` bytes long then and ended with record `seq` / `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Journal format.
-    pub format: String,
+    /// Journal format ([`FORMAT`]; borrowed, so a checkpoint per commit allocates no copy).
+    pub format: std::borrow::Cow<'static, str>,
     /// Position in the journal's byte stream (the ring is that stream modulo its capacity).
     pub pos: u64,
     /// The live log's length.
@@ -56,7 +56,7 @@ impl Checkpoint {
     /// A checkpoint at `pos` for a live log of `live_len` bytes ending in `seq` / `hash`.
     pub fn at(pos: u64, live_len: u64, seq: u64, hash: &str) -> Self {
         Self {
-            format: FORMAT.into(),
+            format: std::borrow::Cow::Borrowed(FORMAT),
             pos,
             live_len,
             seq,
@@ -84,17 +84,10 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let len = file.metadata()?.len();
-        let mut journal = Self {
-            file,
-            capacity: len.saturating_sub(HEADER),
-            path: path.to_path_buf(),
-        };
-        if len <= HEADER {
+        let (mut journal, checkpoint) = Self::read(file, path)?;
+        if journal.capacity == 0 {
             journal.resize(capacity)?;
-            return Ok((journal, None));
         }
-        let checkpoint = journal.read_checkpoint()?;
         Ok((journal, checkpoint))
     }
 
@@ -106,16 +99,23 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
-        if len <= HEADER {
-            return Ok(None);
-        }
+        let (journal, checkpoint) = Self::read(file, path)?;
+        Ok(checkpoint.map(|cp| (journal, cp)))
+    }
+
+    /// The journal in `file`, of the size the file has (a ring of 0 bytes when it is not even
+    /// a header long), with its last checkpoint.
+    fn read(file: File, path: &Path) -> std::io::Result<(Self, Option<Checkpoint>)> {
         let journal = Self {
+            capacity: file.metadata()?.len().saturating_sub(HEADER),
             file,
-            capacity: len - HEADER,
             path: path.to_path_buf(),
         };
-        Ok(journal.read_checkpoint()?.map(|cp| (journal, cp)))
+        let checkpoint = match journal.capacity {
+            0 => None,
+            _ => journal.read_checkpoint()?,
+        };
+        Ok((journal, checkpoint))
     }
 
     /// The ring's size in bytes.
@@ -293,16 +293,13 @@ pub fn open_beside(
 
 /// The chain as [`restore`] left it.
 pub struct Restored {
-    /// The live log's last record.
-    pub seq: u64,
-    /// Its hash.
-    pub hash: String,
+    /// The live log's last record; `truncated`: the bytes after the checkpoint cut from the
+    /// live log that the journal did not restore.
+    pub head: super::ChainHead,
     /// Journal stream position after the restored records.
     pub pos: u64,
     /// Records appended again from the journal.
     pub replayed: u64,
-    /// Bytes after the checkpoint cut from the live log that the journal did not restore.
-    pub lost: u64,
 }
 
 /// Brings the live log at `live` to what is durable: cuts it back to the checkpoint `cp` (what
@@ -380,27 +377,19 @@ pub fn restore(
     };
     Ok(Restored {
         replayed: seq - cp.seq,
-        seq,
-        hash,
+        head: super::ChainHead {
+            seq,
+            hash,
+            truncated: lost as u64,
+            accepted_break: None,
+        },
         pos: cp.pos + used as u64,
-        lost: lost as u64,
     })
 }
 
 /// Whether the line that ends at byte `at` of `file` is the checkpoint's record.
 fn ends_with(file: &File, at: u64, cp: &Checkpoint) -> std::io::Result<bool> {
-    if file.metadata()?.len() < at {
-        return Ok(false);
-    }
-    let start = at.saturating_sub(super::TAIL_BYTES);
-    let mut tail = vec![0u8; (at - start) as usize];
-    file.read_exact_at(&mut tail, start)?;
-    let Some(body) = tail.strip_suffix(b"\n") else {
-        return Ok(false);
-    };
-    let line = body.rsplit(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(serde_json::from_slice::<crate::audit::Record>(line)
-        .is_ok_and(|r| r.seq == cp.seq && r.hash == cp.hash))
+    Ok(super::record_ending_at(file, at)?.is_some_and(|r| r.seq == cp.seq && r.hash == cp.hash))
 }
 
 mod checkpoints;

@@ -214,7 +214,7 @@ impl Writer {
         let (seq, hash) = &self.head;
         if let Some(ring) = &self.ring {
             let cp = Checkpoint::at(ring.pos, self.size, *seq, hash);
-            ring.checkpoints.record(cp, None)?;
+            ring.checkpoints.record(cp)?;
         }
         let to = files::next_rotated(&self.path)?;
         std::fs::rename(&self.path, &to)?;
@@ -225,7 +225,7 @@ impl Writer {
         }
         if let Some(ring) = &self.ring {
             let cp = Checkpoint::at(ring.pos, self.size, *seq, hash);
-            ring.checkpoints.record(cp, Some(&self.path))?;
+            ring.checkpoints.rotated(cp, &self.path)?;
         }
         self.opened = Instant::now();
         tracing::info!(message = "Audit log rotated.", to = %to.display());
@@ -284,7 +284,7 @@ impl Writer {
             ring.checkpoints.committed(end);
         } else {
             self.file.sync()?;
-            ring.checkpoints.record(end, None)?;
+            ring.checkpoints.record(end)?;
         }
         ring.pos += len;
         Ok(())

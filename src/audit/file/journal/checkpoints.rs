@@ -13,22 +13,26 @@ use crate::observe::AuditMetrics;
 /// The checkpointer syncs the live log at least this often while records are pending.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+fn stopped() -> std::io::Error {
+    std::io::Error::other("checkpointer stopped")
+}
+
 /// What the writer and the checkpointer share.
 pub struct Checkpoints {
     state: Mutex<State>,
     wake: Condvar,
     /// Held across a header write (a sync): checkpoints are written one at a time, in order,
-    /// without holding `state`, which the writer takes on every commit. Holds the last `n`.
+    /// without holding `state`, which the writer takes on every commit. Holds the last
+    /// checkpoint's `n`.
     header: Mutex<u64>,
-    /// Stream position of the last checkpoint written, for the writer's room check.
+    /// Stream position of the last checkpoint written: what the ring may not overwrite past.
+    /// Stored under `header`, so it does not change while that is held.
     done_pos: AtomicU64,
     journal: Journal,
     metrics: AuditMetrics,
 }
 
 struct State {
-    /// The last checkpoint written.
-    done: Checkpoint,
     /// Where the writer is: what the next checkpoint may record.
     committed: Checkpoint,
     /// The live log, for syncing; replaced at rotation.
@@ -55,8 +59,7 @@ impl Checkpoints {
             header: Mutex::new(done.n),
             done_pos: AtomicU64::new(done.pos),
             state: Mutex::new(State {
-                committed: done.clone(),
-                done,
+                committed: done,
                 live: File::open(live)?,
                 generation: 0,
                 wanted: false,
@@ -79,7 +82,7 @@ impl Checkpoints {
         let Ok(mut s) = self.state.lock() else {
             return;
         };
-        let due = cp.pos - s.done.pos >= self.journal.capacity / 8;
+        let due = cp.pos - self.done_pos.load(Ordering::Acquire) >= self.journal.capacity / 8;
         s.committed = cp;
         if due && !s.wanted {
             s.wanted = true;
@@ -88,13 +91,18 @@ impl Checkpoints {
         }
     }
 
-    /// Records `cp` now (the live log is already synced up to it): after a batch that did not
-    /// fit the ring, and at rotation, where `live` is the new live log.
-    pub fn record(&self, cp: Checkpoint, live: Option<&Path>) -> std::io::Result<()> {
-        let stopped = || std::io::Error::other("checkpointer stopped");
+    /// Records `cp` now, the live log already synced up to it: a batch that did not fit the
+    /// ring, or a rotation about to rename the live log.
+    pub fn record(&self, cp: Checkpoint) -> std::io::Result<()> {
+        self.write(self.header.lock().map_err(|_| stopped())?, cp)
+    }
+
+    /// Records `cp` at the start of the new live log at `live`, after a rotation; a checkpoint
+    /// the checkpointer took of the old file is dropped.
+    pub fn rotated(&self, cp: Checkpoint, live: &Path) -> std::io::Result<()> {
         let header = self.header.lock().map_err(|_| stopped())?;
-        if let Some(live) = live {
-            let live = File::open(live)?;
+        let live = File::open(live)?;
+        {
             let mut s = self.state.lock().map_err(|_| stopped())?;
             s.live = live;
             s.generation += 1;
@@ -102,7 +110,7 @@ impl Checkpoints {
         self.write(header, cp)
     }
 
-    /// Writes `cp` as the next checkpoint, the header lock held, the state lock not.
+    /// Writes `cp` as the next checkpoint, the header lock held.
     fn write(
         &self,
         mut header: std::sync::MutexGuard<'_, u64>,
@@ -111,14 +119,8 @@ impl Checkpoints {
         cp.n = *header + 1;
         self.journal.write_checkpoint(&cp)?;
         *header = cp.n;
-        self.metrics.checkpoints.inc();
         self.done_pos.store(cp.pos, Ordering::Release);
-        if let Ok(mut s) = self.state.lock() {
-            if cp.pos > s.committed.pos {
-                s.committed = cp.clone();
-            }
-            s.done = cp;
-        }
+        self.metrics.checkpoints.inc();
         Ok(())
     }
 
@@ -150,7 +152,10 @@ impl Checkpoints {
                 };
                 while !s.wanted && !s.stopped {
                     s = match self.wake.wait_timeout(s, CHECKPOINT_EVERY) {
-                        Ok((s, t)) if t.timed_out() && s.committed.pos > s.done.pos => {
+                        Ok((s, t))
+                            if t.timed_out()
+                                && s.committed.pos > self.done_pos.load(Ordering::Acquire) =>
+                        {
                             let mut s = s;
                             s.wanted = true;
                             s
@@ -170,10 +175,8 @@ impl Checkpoints {
                     return Ok(());
                 };
                 // Still news, and no rotation since the snapshot (it is of the old file).
-                let current = self
-                    .state
-                    .lock()
-                    .is_ok_and(|s| s.generation == generation && target.pos > s.done.pos);
+                let current = target.pos > self.done_pos.load(Ordering::Acquire)
+                    && self.state.lock().is_ok_and(|s| s.generation == generation);
                 if current {
                     self.write(header, target)?;
                 }

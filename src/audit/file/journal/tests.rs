@@ -63,6 +63,16 @@ fn append(log: &FileLog, from: usize, n: usize, pad: usize) {
     });
 }
 
+/// A log in a new folder (`audit.jsonl`) opened with `opts`, holding `n` acknowledged
+/// decision records (`req-0`...) of 10 bytes of reasons each.
+fn log_with(opts: LogOptions, n: usize) -> (tempfile::TempDir, PathBuf, FileLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path, opts).unwrap();
+    append(&log, 0, n, 10);
+    (dir, path, log)
+}
+
 /// What the disk holds after a power cut while `dir`'s log is open: the journal as it is, the
 /// live log as synced at the journal's checkpoint plus part of its unsynced tail and garbage
 /// (writeback that was under way). Rotated files were synced when they were rotated.
@@ -113,10 +123,7 @@ fn ids(range: std::ops::Range<usize>) -> Vec<String> {
 
 #[test]
 fn a_power_cut_loses_no_acknowledged_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let log = open(&path, options(1 << 20)).unwrap();
-    append(&log, 0, 40, 10);
+    let (dir, _, log) = log_with(options(1 << 20), 40);
     // Far less than an eighth of the ring and well within the checkpoint interval: the live
     // log's records are all after the start-up checkpoint, durable only in the journal.
     let (image, cp) = power_cut(dir.path(), "audit.jsonl");
@@ -177,15 +184,12 @@ fn the_ring_turns_many_times_and_a_batch_bigger_than_it_goes_to_the_live_log() {
 
 #[test]
 fn rotation_under_the_journal_keeps_every_record_after_a_power_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
     let opts = LogOptions {
         rotate_bytes: Some(4000),
         journal_bytes: 1 << 20,
         ..LogOptions::default()
     };
-    let log = open(&path, opts.clone()).unwrap();
-    append(&log, 0, 50, 10);
+    let (dir, _, log) = log_with(opts.clone(), 50);
     let (image, cp) = power_cut(dir.path(), "audit.jsonl");
     let live = image.path().join("audit.jsonl");
     assert!(cp.seq > 0, "rotations leave checkpoints");
@@ -197,10 +201,7 @@ fn rotation_under_the_journal_keeps_every_record_after_a_power_cut() {
 
 #[test]
 fn a_journal_that_does_not_match_its_log_is_not_replayed_onto_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let log = open(&path, options(1 << 20)).unwrap();
-    append(&log, 0, 10, 10);
+    let (dir, path, log) = log_with(options(1 << 20), 10);
     drop(log);
     // The log is replaced by another one; the journal stays behind.
     std::fs::remove_file(&path).unwrap();
@@ -218,10 +219,7 @@ fn a_journal_that_does_not_match_its_log_is_not_replayed_onto_it() {
 
 #[test]
 fn turning_the_journal_off_first_restores_what_only_it_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let log = open(&path, options(1 << 20)).unwrap();
-    append(&log, 0, 12, 10);
+    let (dir, _, log) = log_with(options(1 << 20), 12);
     let (image, _) = power_cut(dir.path(), "audit.jsonl");
     drop(log);
     let live = image.path().join("audit.jsonl");
@@ -271,9 +269,8 @@ fn the_continuation_stops_at_stale_bytes_a_foreign_link_or_a_torn_line() {
 #[test]
 fn a_cut_between_a_rotations_rename_and_its_checkpoint_restores_the_new_file_from_the_journal() {
     use crate::audit::record::Prepared;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    append(&open(&path, options(1 << 20)).unwrap(), 0, 5, 10);
+    let (dir, path, log) = log_with(options(1 << 20), 5);
+    drop(log);
     // Stopped cleanly: the checkpoint is the live file's end. Then the rotation's rename
     // happens and its second checkpoint never does; two records go to the new file and the
     // journal, and only part of them reaches the new file.
