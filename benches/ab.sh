@@ -18,7 +18,8 @@
 # involuntary context switches per request of the runtime thread, the audit writer thread's CPU
 # per request -- its `fdatasync`s, a share of the total -- and the records per group commit, from
 # /metrics) and a LAT-second paced run (32 connections, 15 ms think time; added p50 / p90 / p99
-# over direct).
+# over direct, and the writer thread's CPU per group commit in it: what a change to the commit
+# path moves, steadier than the end-to-end figures).
 # Prints one line per binary and round. Everything it starts is stopped.
 set -euo pipefail
 
@@ -99,9 +100,11 @@ for r in $(seq 1 "$ROUNDS"); do
     t0=$(ticks "$p"); c0=$(switches "$p"); u0=$(ticks "$UPSTREAM_PID"); w0=$(writer_ticks "$p"); read -r b0 r0 < <(commits)
     s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)
     t1=$(ticks "$p"); c1=$(switches "$p"); u1=$(ticks "$UPSTREAM_PID"); w1=$(writer_ticks "$p"); read -r b1 r1 < <(commits)
+    w2=$(writer_ticks "$p"); read -r b2 _ < <(commits)
     l=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$LAT" 15)
+    w3=$(writer_ticks "$p"); read -r b3 _ < <(commits)
     kill "$p"; wait "$p" 2>/dev/null || true
-    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req (writer %4.1f)  %4.2f x upstream  %5.1f records/commit  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs)\n' \
+    printf 'round %d  %-36s %8.0f req/s  %5.1f µs/req (writer %4.1f)  %4.2f x upstream  %5.1f records/commit  %4.2f inv. switches/req  non-2xx %s | paced +p50 %4d  +p90 %4d  +p99 %5d µs (direct p50 %d µs), writer %3.0f µs/commit\n' \
       "$r" "$(basename "$b")" "$(field "$s" rps)" \
       "$(python3 -c "print(($t1 - $t0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
       "$(python3 -c "print(($w1 - $w0) * 1e6 / $(getconf CLK_TCK) / $(field "$s" requests))")" \
@@ -110,6 +113,7 @@ for r in $(seq 1 "$ROUNDS"); do
       "$(python3 -c "print(($c1 - $c0) / $(field "$s" requests))")" \
       "$(field "$s" non2xx)" \
       $(($(field "$l" p50_us) - $(field "$d" p50_us))) $(($(field "$l" p90_us) - $(field "$d" p90_us))) \
-      $(($(field "$l" p99_us) - $(field "$d" p99_us))) "$(field "$d" p50_us)"
+      $(($(field "$l" p99_us) - $(field "$d" p99_us))) "$(field "$d" p50_us)" \
+      "$(python3 -c "print(($w3 - $w2) * 1e6 / $(getconf CLK_TCK) / max($b3 - $b2, 1))")"
   done
 done

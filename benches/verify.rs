@@ -10,14 +10,15 @@
     reason = "benchmark program"
 )]
 
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::Request;
 use rsa::pkcs8::EncodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
@@ -26,23 +27,7 @@ use stepgate::authn::Authenticator;
 use stepgate::authn::issuer::{BearerJwt, Issuer};
 use stepgate::clock::{SharedClock, SystemClock};
 use stepgate::config::IssuerSettings;
-use stepgate::http_client::{HttpClient, HttpError};
-
-const ISSUER: &str = "https://issuer.bench.invalid";
-
-/// Answers every request with the JWKS.
-struct Jwks(Bytes);
-
-impl HttpClient for Jwks {
-    fn send(
-        &self,
-        _: Request<Bytes>,
-        _: Duration,
-    ) -> BoxFuture<'_, Result<Response<Bytes>, HttpError>> {
-        let body = self.0.clone();
-        Box::pin(async move { Ok(Response::new(body)) })
-    }
-}
+use support::ISSUER;
 
 /// A signing key: signs claims into a compact JWT.
 trait Signer {
@@ -119,21 +104,21 @@ fn settings(alg: &str) -> IssuerSettings {
 }
 
 fn token(signer: &dyn Signer, i: usize) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    signer.sign(&json!({
-        "iss": ISSUER, "aud": "stepgate", "iat": now, "nbf": now, "exp": now + 3600,
-        "sub": format!("user-{i}"), "email": format!("user-{i}@example.com"), "email_verified": true,
-        "groups": ["data-eng"], "repository": "acme/etl", "ref": "refs/heads/main",
-    }))
+    signer.sign(&support::claims(
+        "stepgate",
+        json!({
+            "sub": format!("user-{i}"), "email": format!("user-{i}@example.com"),
+            "email_verified": true, "groups": ["data-eng"], "repository": "acme/etl",
+            "ref": "refs/heads/main",
+        }),
+    ))
 }
 
 fn bench_alg(c: &mut Criterion, rt: &tokio::runtime::Runtime, signer: &dyn Signer) {
     let clock: SharedClock = Arc::new(SystemClock);
     let jwks = Bytes::from(json!({"keys": [signer.jwk()]}).to_string());
-    let http: stepgate::http_client::SharedHttpClient = Arc::new(Jwks(jwks));
+    let http: stepgate::http_client::SharedHttpClient =
+        Arc::new(support::Canned(move |_: &Request<Bytes>| jwks.clone()));
     let alg = signer.alg();
     let issuer = Issuer::new(settings(alg), http.clone(), clock.clone());
     rt.block_on(issuer.keys().warm()).unwrap();
@@ -174,10 +159,7 @@ fn bench_alg(c: &mut Criterion, rt: &tokio::runtime::Runtime, signer: &dyn Signe
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     bench_alg(
         c,
         &rt,

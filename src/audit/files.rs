@@ -2,15 +2,25 @@
 
 use std::path::{Path, PathBuf};
 
+/// The folder that holds `path` (`.` for a bare file name).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Makes the entries of the folder holding `path` durable: after a file there was created,
+/// renamed or removed.
+pub fn sync_folder_of(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(folder_of(path))?.sync_all()
+}
+
 /// The rotated files of the log at `live`, oldest first, with their numbers.
 pub fn rotated(live: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let Some(name) = live.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Ok(Vec::new());
     };
-    let dir = live
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = folder_of(live);
     let prefix = format!("{name}.");
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {

@@ -9,15 +9,13 @@ use crate::audit::verify::{Verdict, verify_path};
 /// broken record, and says when the log's journal holds records the live file does not have yet.
 pub fn verify(path: &Path) -> ExitCode {
     match verify_path(path) {
-        Ok(v @ Verdict::Ok { .. }) => {
-            println!("{v}");
-            journaled(path);
-            ExitCode::SUCCESS
-        }
         Ok(v) => {
             println!("{v}");
             journaled(path);
-            ExitCode::from(1)
+            match v {
+                Verdict::Ok { .. } => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
         }
         Err(e) => {
             eprintln!("error: cannot read `{}`: {e}", path.display());

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoints::Checkpoints;
+use direct::DirectRing;
 
 /// The header: two checkpoint slots, each in its own page, written alternately.
 const SLOT: u64 = 4096;
@@ -71,6 +72,8 @@ pub struct Journal {
     file: File,
     capacity: u64,
     path: PathBuf,
+    /// The writer's handle for direct ring writes ([`Journal::write_direct`]).
+    direct: Option<DirectRing>,
 }
 
 impl Journal {
@@ -110,6 +113,7 @@ impl Journal {
             capacity: file.metadata()?.len().saturating_sub(HEADER),
             file,
             path: path.to_path_buf(),
+            direct: None,
         };
         let checkpoint = match journal.capacity {
             0 => None,
@@ -136,19 +140,31 @@ impl Journal {
             at += n as u64;
         }
         self.file.sync_all()?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
+        crate::audit::files::sync_folder_of(&self.path)?;
         self.capacity = capacity;
+        self.direct = None;
         Ok(())
     }
 
-    /// Another handle to the same file.
+    /// Writes the ring bypassing the page cache from now on, where the file system allows it
+    /// (see [`direct`]); else through it, as before.
+    pub fn write_direct(&mut self) {
+        self.direct = DirectRing::open(&self.path, HEADER, self.capacity);
+        tracing::info!(
+            message = "Audit journal in use.",
+            path = %self.path.display(),
+            bytes = self.capacity,
+            direct_io = self.direct.is_some()
+        );
+    }
+
+    /// Another handle to the same file (writing through the page cache).
     pub fn try_clone(&self) -> std::io::Result<Self> {
         Ok(Self {
             file: self.file.try_clone()?,
             capacity: self.capacity,
             path: self.path.clone(),
+            direct: None,
         })
     }
 
@@ -180,11 +196,29 @@ impl Journal {
         self.file.sync_data()
     }
 
+    /// Bytes of the ring a commit of `len` bytes at stream position `pos` writes over: `len`,
+    /// and with direct writes the rest of its first and last blocks.
+    pub fn span(&self, pos: u64, len: u64) -> u64 {
+        self.direct.as_ref().map_or(len, |d| d.span(pos, len))
+    }
+
     /// Writes `buf` at stream position `pos` (wrapping around the ring) and makes it durable.
-    /// The caller makes sure it overwrites nothing that is not checkpointed.
-    pub fn commit(&self, pos: u64, buf: &[u8]) -> std::io::Result<()> {
-        debug_assert!(buf.len() as u64 <= self.capacity);
+    /// The caller makes sure it overwrites nothing that is not checkpointed ([`Self::span`]).
+    pub fn commit(&mut self, pos: u64, buf: &[u8]) -> std::io::Result<()> {
+        debug_assert!(self.span(pos, buf.len() as u64) <= self.capacity);
         let at = pos % self.capacity;
+        if let Some(direct) = &mut self.direct {
+            match direct.write(&self.file, pos, buf) {
+                Ok(()) => return self.file.sync_data(),
+                // Refused by the file system (or the alignment it needs): write through the
+                // page cache from now on.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    tracing::info!(message = "Audit journal written through the page cache.", error = %e);
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let first = ((self.capacity - at) as usize).min(buf.len());
         self.file.write_all_at(&buf[..first], HEADER + at)?;
         if first < buf.len() {
@@ -248,10 +282,7 @@ impl Found {
     /// log at `live`.
     pub fn remove(self, live: &Path) -> std::io::Result<()> {
         std::fs::remove_file(&self.journal.path)?;
-        match live.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
+        crate::audit::files::sync_folder_of(live)
     }
 }
 
@@ -393,5 +424,6 @@ fn ends_with(file: &File, at: u64, cp: &Checkpoint) -> std::io::Result<bool> {
 }
 
 mod checkpoints;
+pub mod direct;
 #[cfg(test)]
 mod tests;

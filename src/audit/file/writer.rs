@@ -86,6 +86,7 @@ impl Ring {
             j.resize(capacity)?;
             cp.pos = 0;
         }
+        j.write_direct();
         File::open(live)?.sync_data()?;
         cp.n = last.map_or(1, |l| l.n + 1);
         j.write_checkpoint(&cp)?;
@@ -220,9 +221,7 @@ impl Writer {
         std::fs::rename(&self.path, &to)?;
         self.file = (self.opener)(&self.path)?;
         self.size = self.file.size()?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
+        files::sync_folder_of(&self.path)?;
         if let Some(ring) = &self.ring {
             let cp = Checkpoint::at(ring.pos, self.size, *seq, hash);
             ring.checkpoints.rotated(cp, &self.path)?;
@@ -279,7 +278,7 @@ impl Writer {
         };
         let len = buf.len() as u64;
         let end = Checkpoint::at(ring.pos + len, self.size + len, *seq, hash);
-        if len <= ring.checkpoints.room(ring.pos) {
+        if ring.journal.span(ring.pos, len) <= ring.checkpoints.room(ring.pos) {
             ring.journal.commit(ring.pos, buf)?;
             ring.checkpoints.committed(end);
         } else {
