@@ -479,7 +479,14 @@ impl FileLog {
         c.seq = seq;
         c.open.count += 1;
         let commit = c.open.commit.clone();
-        let wake = wait && c.call_writer();
+        let wake = if wait {
+            c.call_writer()
+        } else {
+            // The first record into an empty batch while the writer is parked: it lingers
+            // [`writer::LATER_MAX_DELAY`] for a waited-for record to take this one along, and
+            // else writes it, so no record stays in memory while the log is quiet.
+            c.open.count == 1 && std::mem::take(&mut c.writer_idle)
+        };
         drop(guard);
         if wake {
             self.shared.wake.notify_one();

@@ -220,3 +220,25 @@ fn one_wake_from_the_writer_releases_every_waiter_of_a_commit_even_if_the_woken_
         }
     });
 }
+
+#[test]
+fn a_record_nobody_waits_for_reaches_the_disk_while_the_log_is_quiet() {
+    // A start's outcome record is written with the next group commit; when no request comes
+    // after it, it must still reach the file within moments, not wait for the next request.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (log, _) = FileLog::open(&path, || "t".into()).unwrap();
+    rt().block_on(async {
+        assert_eq!(log.append(&entry("decision-1")).await.unwrap(), 1);
+    });
+    // Let the writer park with nothing to do, then hand it a record nobody waits for.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(log.append_later(&entry("outcome-1")).unwrap(), 2);
+    let landed = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        std::fs::read_to_string(&path).is_ok_and(|s| s.contains("outcome-1"))
+    });
+    assert!(landed, "the outcome record stayed in memory for 2 s");
+    // It is in the chain after the decision, and the log verifies.
+    assert_eq!(verify_path(&path).unwrap(), Verdict::Ok { records: 2 });
+}

@@ -14,7 +14,7 @@ use crate::observe::AuditMetrics;
 /// Longest a record nobody waits for stays in memory when no waited-for record comes to take
 /// it along (at low load). Such records never wake the writer: waking it would put the writer
 /// thread between a handler and its answer.
-const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
+pub(super) const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
 /// Batches taken back to back (each found waiting submitters the moment the previous sync
 /// ended, the writer never idle in between) that mean sustained load: from then on a batch is
 /// given [`BUSY_LINGER`] to grow before it is synced.
