@@ -182,6 +182,16 @@ impl Chain {
         self.open.waited += 1;
         std::mem::take(&mut self.writer_idle)
     }
+
+    /// A record nobody waits on was added to the open batch. Returns whether the writer is
+    /// parked and must be woken: only for the first record of an empty batch (it then lingers
+    /// [`writer::LATER_MAX_DELAY`] for a waited-for record to take the batch along, and else
+    /// writes it), so no record stays in memory while the log is quiet. The caller wakes it
+    /// after releasing the lock, as for [`Self::call_writer`].
+    #[must_use]
+    fn call_writer_later(&mut self) -> bool {
+        self.open.count == 1 && std::mem::take(&mut self.writer_idle)
+    }
 }
 
 struct Shared {
@@ -482,10 +492,7 @@ impl FileLog {
         let wake = if wait {
             c.call_writer()
         } else {
-            // The first record into an empty batch while the writer is parked: it lingers
-            // [`writer::LATER_MAX_DELAY`] for a waited-for record to take this one along, and
-            // else writes it, so no record stays in memory while the log is quiet.
-            c.open.count == 1 && std::mem::take(&mut c.writer_idle)
+            c.call_writer_later()
         };
         drop(guard);
         if wake {

@@ -12,8 +12,9 @@ use crate::audit::files;
 use crate::observe::AuditMetrics;
 
 /// Longest a record nobody waits for stays in memory when no waited-for record comes to take
-/// it along (at low load). Such records never wake the writer: waking it would put the writer
-/// thread between a handler and its answer.
+/// it along (at low load). Only the first such record of an empty batch wakes a parked writer,
+/// which then waits this long before it writes: a request that comes meanwhile takes the
+/// record along in its own commit, so the writer is not woken between a handler and its answer.
 pub(super) const LATER_MAX_DELAY: Duration = Duration::from_millis(5);
 /// Batches taken back to back (each found waiting submitters the moment the previous sync
 /// ended, the writer never idle in between) that mean sustained load: from then on a batch is
