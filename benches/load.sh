@@ -53,10 +53,11 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 || true
 
 echo "building release binaries..."
-# PROFILE=dist measures the deployment build (fat LTO; ~10 min more to build from cold).
+# PROFILE=dist measures the dist profile (fat LTO; ~10 min more to build from cold).
 PROFILE=${PROFILE:-release}
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --profile "$PROFILE" --locked --quiet --bin stepgate --example loadkit)
-STEPGATE=$TARGET/$PROFILE/stepgate
+# STEPGATE_BIN measures a binary built otherwise (the deployment build: scripts/build-pgo).
+STEPGATE=${STEPGATE_BIN:-$TARGET/$PROFILE/stepgate}
 LOADKIT=$TARGET/$PROFILE/examples/loadkit
 
 rm -rf "$WORK"
