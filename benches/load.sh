@@ -37,18 +37,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 # The work folder sits on the real disk (the audit log must be fdatasync'ed to a disk, not tmpfs).
 WORK=${WORK:-$TARGET/load-bench}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  if need apt-get && [ "$(id -u)" = 0 ]; then
-    echo "installing wrk and nginx (Debian packages)..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq wrk nginx >/dev/null 2>&1 ||
-      { apt-get update -qq >/dev/null && apt-get install -y -qq wrk nginx >/dev/null; }
-  else
-    echo "error: benches/load.sh needs wrk and nginx (Debian: apt-get install wrk nginx) and could not install them" >&2
-    exit 2
-  fi
-fi
+. "$(dirname "$0")/kit.sh"
+ensure_tools wrk nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 || true
 
@@ -69,8 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-  echo $((20000 + RANDOM % 20000)); }
 UP_PORT=$(free_port); SMALL_PORT=$(free_port); SCALE_PORT=$(free_port); NGINX_PORT=$(free_port)
 
 wait_for() { # url
@@ -82,11 +70,8 @@ wait_for() { # url
   exit 2
 }
 
-"${ON_SERVER[@]}" "$LOADKIT" --dir "$WORK" --upstream-port "$UP_PORT" --small-port "$SMALL_PORT" --scale-port "$SCALE_PORT" \
-  >"$WORK/loadkit.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 300); do grep -q ready "$WORK/loadkit.log" && break; sleep 0.1; done
-grep -q ready "$WORK/loadkit.log" || { cat "$WORK/loadkit.log"; exit 2; }
+start_loadkit "$WORK/loadkit.log" "${ON_SERVER[@]}" "$LOADKIT" --dir "$WORK" --upstream-port "$UP_PORT" \
+  --small-port "$SMALL_PORT" --scale-port "$SCALE_PORT"
 
 for v in small scale; do
   "$STEPGATE" check --config "$WORK/$v/stepgate.toml" >/dev/null
