@@ -1,6 +1,7 @@
 # Sourced by benches/load.sh and scripts/build-pgo: tools, ports, and examples/loadkit.rs's
 # peers (a minimal Step Functions upstream, two OIDC issuers, 16 callers' tokens, stepgate
-# workspaces). Both keep the PIDs of what they start in PIDS and stop them on exit.
+# workspaces). Both keep the PIDs of what they start in PIDS and stop them on exit
+# (`trap stop_started EXIT`).
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
@@ -33,5 +34,24 @@ start_loadkit() {
   PIDS+=($!)
   for _ in $(seq 1 300); do grep -q ready "$log" && return 0; sleep 0.1; done
   cat "$log" >&2
+  exit 2
+}
+
+# stop_started: stops every process PIDS holds and waits for them.
+stop_started() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+# wait_ready PORT LOG: waits (up to 30 s) until the stepgate on 127.0.0.1:PORT answers /readyz
+# as ready; else shows its LOG and stops.
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$1/readyz" | grep -q '"ready":true' && return 0
+    sleep 0.1
+  done
+  echo "error: stepgate on port $1 did not get ready" >&2
+  cat "$2" >&2
   exit 2
 }

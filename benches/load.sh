@@ -53,11 +53,7 @@ LOADKIT=$TARGET/$PROFILE/examples/loadkit
 rm -rf "$WORK"
 mkdir -p "$WORK"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
+trap stop_started EXIT INT TERM
 
 UP_PORT=$(free_port); SMALL_PORT=$(free_port); SCALE_PORT=$(free_port); NGINX_PORT=$(free_port)
 
@@ -116,12 +112,8 @@ PIDS+=($!)
 wait_for "http://127.0.0.1:$SMALL_PORT/healthz"
 wait_for "http://127.0.0.1:$SCALE_PORT/healthz"
 wait_for "http://127.0.0.1:$NGINX_PORT/"
-for p in $SMALL_PORT $SCALE_PORT; do
-  for _ in $(seq 1 100); do
-    curl -s "http://127.0.0.1:$p/readyz" | grep -q '"ready":true' && break
-    sleep 0.1
-  done
-done
+wait_ready "$SMALL_PORT" "$WORK/small/stepgate.log"
+wait_ready "$SCALE_PORT" "$WORK/scale/stepgate.log"
 sleep 1
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 rss() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; } # kB
