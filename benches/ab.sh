@@ -32,31 +32,15 @@ UP_PORT=${UP_PORT:-18180}
 SG_PORT=${SG_PORT:-18190}
 TOKEN=$BENCH_DIR/.run/jwt/token.rs256
 UPSTREAM_BIN=$BENCH_DIR/upstream/target/release/bench-upstream
-for f in "$TOKEN" "$UPSTREAM_BIN" "$BENCH_DIR/post.lua" "$BENCH_DIR/stepgate/stepgate.toml"; do
-  [[ -e $f ]] || { echo "missing $f: run the harness once in $BENCH_DIR (see the top of $0)" >&2; exit 2; }
-done
-for b in "$@"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
-# Each binary runs from the work folder: name it absolutely.
-bins=()
-for b in "$@"; do bins+=("$(realpath "$b")"); done
-set -- "${bins[@]}"
+. "$(dirname "$0")/kit.sh"
+harness_copy_ready "$BENCH_DIR"
+absolute_binaries "$@"
+set -- "${BINS[@]}"
 
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/stepgate-ab.XXXXXX")
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# The harness's stepgate configuration, moved to our ports; the issuer keeps its name, its keys
-# come from our upstream.
-cp -r "$BENCH_DIR/stepgate/policies" "$WORK/"
-sed -e "s/127.0.0.1:18090/127.0.0.1:$SG_PORT/" \
-  -e "s#endpoint = \"http://127.0.0.1:18080\"#endpoint = \"http://127.0.0.1:$UP_PORT\"#" \
-  -e "s#^groups_claim = \"groups\"#groups_claim = \"groups\"\njwks_uri = \"http://127.0.0.1:$UP_PORT/jwks.json\"#" \
-  "$BENCH_DIR/stepgate/stepgate.toml" >"$WORK/stepgate.toml"
+trap 'stop_started; rm -rf "$WORK"' EXIT
+harness_workspace "$BENCH_DIR" "$WORK" "$SG_PORT" "$UP_PORT"
 
 UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt \
   taskset -c 1 "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &

@@ -26,27 +26,18 @@ WARM=${WARM:-300}
 TOP=${TOP:-0}
 TOKEN=$BENCH_DIR/.run/jwt/token.rs256
 UPSTREAM_BIN=$BENCH_DIR/upstream/target/release/bench-upstream
-for f in "$TOKEN" "$UPSTREAM_BIN" "$BENCH_DIR/stepgate/stepgate.toml"; do
-  [[ -e $f ]] || { echo "missing $f: run the harness once in $BENCH_DIR (see the top of benches/ab.sh)" >&2; exit 2; }
-done
-for b in "$@"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
-bins=()
-for b in "$@"; do bins+=("$(realpath "$b")"); done
-set -- "${bins[@]}"
-
 . "$ROOT/benches/kit.sh"
+harness_copy_ready "$BENCH_DIR"
+absolute_binaries "$@"
+set -- "${BINS[@]}"
 ensure_tools valgrind
+
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/stepgate-instr.XXXXXX")
 PIDS=()
 trap 'stop_started; rm -rf "$WORK"' EXIT
 UP_PORT=$(free_port)
 SG_PORT=$(free_port)
-
-cp -r "$BENCH_DIR/stepgate/policies" "$WORK/"
-sed -e "s/127.0.0.1:18090/127.0.0.1:$SG_PORT/" \
-  -e "s#endpoint = \"http://127.0.0.1:18080\"#endpoint = \"http://127.0.0.1:$UP_PORT\"#" \
-  -e "s#^groups_claim = \"groups\"#groups_claim = \"groups\"\njwks_uri = \"http://127.0.0.1:$UP_PORT/jwks.json\"#" \
-  "$BENCH_DIR/stepgate/stepgate.toml" >"$WORK/stepgate.toml"
+harness_workspace "$BENCH_DIR" "$WORK" "$SG_PORT" "$UP_PORT"
 UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 

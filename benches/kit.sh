@@ -1,7 +1,7 @@
-# Sourced by benches/load.sh and scripts/build-pgo: tools, ports, and examples/loadkit.rs's
+# Sourced by the scripts in benches/ and scripts/build-pgo: tools, ports, examples/loadkit.rs's
 # peers (a minimal Step Functions upstream, two OIDC issuers, 16 callers' tokens, stepgate
-# workspaces). Both keep the PIDs of what they start in PIDS and stop them on exit
-# (`trap stop_started EXIT`).
+# workspaces), and the shared harness's setting for benches/ab.sh and benches/instructions.sh.
+# They keep the PIDs of what they start in PIDS and stop them on exit (`trap stop_started EXIT`).
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
@@ -54,4 +54,36 @@ wait_ready() {
   echo "error: stepgate on port $1 did not get ready" >&2
   cat "$2" >&2
   exit 2
+}
+
+# harness_copy_ready DIR: stops unless DIR is a writable copy of ../shared/bench that has run
+# once (its upstream built, its tokens in .run/jwt).
+harness_copy_ready() {
+  local f
+  for f in "$1/.run/jwt/token.rs256" "$1/upstream/target/release/bench-upstream" "$1/post.lua" \
+    "$1/stepgate/stepgate.toml"; do
+    [[ -e $f ]] || { echo "missing $f: run the harness once in $1 (see the top of benches/ab.sh)" >&2; exit 2; }
+  done
+}
+
+# absolute_binaries BINARY...: stops unless each is executable; BINS holds their absolute paths
+# (each runs from a work folder).
+absolute_binaries() {
+  local b
+  BINS=()
+  for b in "$@"; do
+    [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }
+    BINS+=("$(realpath "$b")")
+  done
+}
+
+# harness_workspace DIR WORK SG_PORT UP_PORT: the harness's stepgate configuration (everything on)
+# in WORK, listening on SG_PORT, its workflow API and issuer keys at UP_PORT (the issuer keeps
+# its name).
+harness_workspace() {
+  cp -r "$1/stepgate/policies" "$2/"
+  sed -e "s/127.0.0.1:18090/127.0.0.1:$3/" \
+    -e "s#endpoint = \"http://127.0.0.1:18080\"#endpoint = \"http://127.0.0.1:$4\"#" \
+    -e "s#^groups_claim = \"groups\"#groups_claim = \"groups\"\njwks_uri = \"http://127.0.0.1:$4/jwks.json\"#" \
+    "$1/stepgate/stepgate.toml" >"$2/stepgate.toml"
 }
