@@ -30,8 +30,6 @@ SAT=${SAT:-6}
 LAT=${LAT:-5}
 UP_PORT=${UP_PORT:-18180}
 SG_PORT=${SG_PORT:-18190}
-TOKEN=$BENCH_DIR/.run/jwt/token.rs256
-UPSTREAM_BIN=$BENCH_DIR/upstream/target/release/bench-upstream
 . "$(dirname "$0")/kit.sh"
 harness_copy_ready "$BENCH_DIR"
 absolute_binaries "$@"
@@ -42,11 +40,7 @@ PIDS=()
 trap 'stop_started; rm -rf "$WORK"' EXIT
 harness_workspace "$BENCH_DIR" "$WORK" "$SG_PORT" "$UP_PORT"
 
-UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt \
-  taskset -c 1 "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &
-UPSTREAM_PID=$!
-PIDS+=("$UPSTREAM_PID")
-sleep 0.5
+start_harness_upstream "$BENCH_DIR" "$UP_PORT" "$WORK/upstream.log"
 
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -79,7 +73,7 @@ for r in $(seq 1 "$ROUNDS"); do
     (cd "$WORK" && exec taskset -c 1 "$b" serve --config stepgate.toml >"$WORK/stepgate.log" 2>&1) &
     p=$!
     PIDS+=("$p")
-    for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$SG_PORT/healthz" && break; sleep 0.1; done
+    wait_ready "$SG_PORT" "$WORK/stepgate.log"
     load "http://127.0.0.1:$SG_PORT/aws/states" 2 0 >/dev/null
     t0=$(ticks "$p"); c0=$(switches "$p"); u0=$(ticks "$UPSTREAM_PID"); w0=$(writer_ticks "$p"); read -r b0 r0 < <(commits)
     s=$(load "http://127.0.0.1:$SG_PORT/aws/states" "$SAT" 0)

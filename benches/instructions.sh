@@ -24,8 +24,6 @@ BENCH_DIR=${BENCH_DIR:-/tmp/stepgate-bench}
 N=${N:-2000}
 WARM=${WARM:-300}
 TOP=${TOP:-0}
-TOKEN=$BENCH_DIR/.run/jwt/token.rs256
-UPSTREAM_BIN=$BENCH_DIR/upstream/target/release/bench-upstream
 . "$ROOT/benches/kit.sh"
 harness_copy_ready "$BENCH_DIR"
 absolute_binaries "$@"
@@ -38,8 +36,7 @@ trap 'stop_started; rm -rf "$WORK"' EXIT
 UP_PORT=$(free_port)
 SG_PORT=$(free_port)
 harness_workspace "$BENCH_DIR" "$WORK" "$SG_PORT" "$UP_PORT"
-UPSTREAM_ADDR=127.0.0.1:$UP_PORT BENCH_ISSUER_DIR=$BENCH_DIR/.run/jwt "$UPSTREAM_BIN" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
+start_harness_upstream "$BENCH_DIR" "$UP_PORT" "$WORK/upstream.log"
 
 # post COUNT: COUNT requests on one keep-alive connection; stops unless every answer is 200.
 post() {
@@ -75,8 +72,9 @@ for b in "$@"; do
   callgrind_control -d "$p" >/dev/null
   kill "$p" 2>/dev/null || true
   wait "$p" 2>/dev/null || true
-  dump=$(ls "$WORK"/cg.out.* | head -n1)
-  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+  dump=$(find "$WORK" -maxdepth 1 -name 'cg.out.*' | head -n1)
+  total=$([[ -n $dump ]] && awk '/^(summary|totals):/ {print $2; exit}' "$dump" || true)
+  [[ -n $total ]] || { echo "error: callgrind wrote no dump for $b" >&2; cat "$WORK/stepgate.log" >&2; exit 2; }
   printf '%-40s %8.1fk instructions per request (%d requests, %d warm-up)\n' \
     "$(basename "$b")" "$(echo "$total / $N / 1000" | bc -l)" "$N" "$WARM"
   if ((TOP > 0)); then

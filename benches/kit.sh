@@ -57,13 +57,32 @@ wait_ready() {
 }
 
 # harness_copy_ready DIR: stops unless DIR is a writable copy of ../shared/bench that has run
-# once (its upstream built, its tokens in .run/jwt).
+# once (its upstream built, its tokens in .run/jwt); sets TOKEN (its RS256 caller token) and
+# UPSTREAM_BIN (its workflow API and issuer-keys server).
 harness_copy_ready() {
   local f
-  for f in "$1/.run/jwt/token.rs256" "$1/upstream/target/release/bench-upstream" "$1/post.lua" \
-    "$1/stepgate/stepgate.toml"; do
+  TOKEN=$1/.run/jwt/token.rs256
+  UPSTREAM_BIN=$1/upstream/target/release/bench-upstream
+  for f in "$TOKEN" "$UPSTREAM_BIN" "$1/post.lua" "$1/stepgate/stepgate.toml"; do
     [[ -e $f ]] || { echo "missing $f: run the harness once in $1 (see the top of benches/ab.sh)" >&2; exit 2; }
   done
+}
+
+# start_harness_upstream DIR PORT LOG: starts the harness's upstream (after harness_copy_ready)
+# pinned on CPU 1 as the harness pins it, on 127.0.0.1:PORT with DIR's issuer keys; adds it to
+# PIDS, sets UPSTREAM_PID and waits (up to 10 s) until it serves its keys, else shows LOG and
+# stops.
+start_harness_upstream() {
+  UPSTREAM_ADDR=127.0.0.1:$2 BENCH_ISSUER_DIR=$1/.run/jwt taskset -c 1 "$UPSTREAM_BIN" >"$3" 2>&1 &
+  UPSTREAM_PID=$!
+  PIDS+=("$UPSTREAM_PID")
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$2/jwks.json" && return 0
+    sleep 0.1
+  done
+  echo "error: the harness's upstream on port $2 did not start" >&2
+  cat "$3" >&2
+  exit 2
 }
 
 # absolute_binaries BINARY...: stops unless each is executable; BINS holds their absolute paths
