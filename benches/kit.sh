@@ -32,9 +32,7 @@ start_loadkit() {
   shift
   "$@" >"$log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 300); do grep -q ready "$log" && return 0; sleep 0.1; done
-  cat "$log" >&2
-  exit 2
+  poll_until 30 "loadkit did not write its workspaces" "$log" grep -q ready "$log"
 }
 
 # stop_started: stops every process PIDS holds and waits for them.
@@ -44,17 +42,31 @@ stop_started() {
   wait 2>/dev/null || true
 }
 
-# wait_ready PORT LOG: waits (up to 30 s) until the stepgate on 127.0.0.1:PORT answers /readyz
-# as ready; else shows its LOG and stops.
-wait_ready() {
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$1/readyz" | grep -q '"ready":true' && return 0
+# poll_until SECONDS WHAT LOG CMD...: runs CMD every 0.1 s until it succeeds; after SECONDS
+# says "error: WHAT", shows LOG (when given) and stops.
+poll_until() {
+  local seconds=$1 what=$2 log=$3
+  shift 3
+  for _ in $(seq 1 $((seconds * 10))); do
+    "$@" && return 0
     sleep 0.1
   done
-  echo "error: stepgate on port $1 did not get ready" >&2
-  cat "$2" >&2
+  echo "error: $what" >&2
+  if [[ -n $log ]]; then cat "$log" >&2; fi
   exit 2
 }
+
+# answers URL: something listens there and answers HTTP (any status).
+answers() { curl -s -o /dev/null "$1"; }
+# is_ready PORT: the stepgate on 127.0.0.1:PORT says it is ready (/readyz).
+is_ready() { curl -sf "http://127.0.0.1:$1/readyz" | grep -q '"ready":true'; }
+
+# wait_for URL [LOG]: waits (up to 60 s) until URL answers; else shows LOG and stops.
+wait_for() { poll_until 60 "$1 did not come up" "${2:-}" answers "$1"; }
+
+# wait_ready PORT LOG: waits (up to 30 s) until the stepgate on 127.0.0.1:PORT answers /readyz
+# as ready; else shows its LOG and stops.
+wait_ready() { poll_until 30 "stepgate on port $1 did not get ready" "$2" is_ready "$1"; }
 
 # harness_copy_ready DIR: stops unless DIR is a writable copy of ../shared/bench that has run
 # once (its upstream built, its tokens in .run/jwt); sets TOKEN (its RS256 caller token) and
@@ -76,13 +88,7 @@ start_harness_upstream() {
   UPSTREAM_ADDR=127.0.0.1:$2 BENCH_ISSUER_DIR=$1/.run/jwt taskset -c 1 "$UPSTREAM_BIN" >"$3" 2>&1 &
   UPSTREAM_PID=$!
   PIDS+=("$UPSTREAM_PID")
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$2/jwks.json" && return 0
-    sleep 0.1
-  done
-  echo "error: the harness's upstream on port $2 did not start" >&2
-  cat "$3" >&2
-  exit 2
+  poll_until 10 "the harness's upstream on port $2 did not start" "$3" answers "http://127.0.0.1:$2/jwks.json"
 }
 
 # absolute_binaries BINARY...: stops unless each is executable; BINS holds their absolute paths

@@ -57,15 +57,6 @@ trap stop_started EXIT INT TERM
 
 UP_PORT=$(free_port); SMALL_PORT=$(free_port); SCALE_PORT=$(free_port); NGINX_PORT=$(free_port)
 
-wait_for() { # url
-  for _ in $(seq 1 600); do
-    curl -s -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  echo "error: $1 did not come up" >&2
-  exit 2
-}
-
 start_loadkit "$WORK/loadkit.log" "${ON_SERVER[@]}" "$LOADKIT" --dir "$WORK" --upstream-port "$UP_PORT" \
   --small-port "$SMALL_PORT" --scale-port "$SCALE_PORT"
 
@@ -109,9 +100,7 @@ EOF
 "${ON_SERVER[@]}" "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
 PIDS+=($!)
 
-wait_for "http://127.0.0.1:$SMALL_PORT/healthz"
-wait_for "http://127.0.0.1:$SCALE_PORT/healthz"
-wait_for "http://127.0.0.1:$NGINX_PORT/"
+wait_for "http://127.0.0.1:$NGINX_PORT/" "$WORK/nginx/error.log"
 wait_ready "$SMALL_PORT" "$WORK/small/stepgate.log"
 wait_ready "$SCALE_PORT" "$WORK/scale/stepgate.log"
 sleep 1
