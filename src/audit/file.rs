@@ -15,7 +15,7 @@ use super::record::{Entry, GENESIS, Prepared, Record};
 use super::{AuditError, files};
 use crate::observe::AuditMetrics;
 use journal::Checkpoint;
-use writer::{Ring, Writer, batch_scheduling};
+use writer::{Behind, Ring, Writer, batch_scheduling};
 
 pub mod journal;
 mod writer;
@@ -170,6 +170,11 @@ struct Chain {
     in_flight: Option<Arc<Commit>>,
     /// The writer is parked, waiting for a record.
     writer_idle: bool,
+    /// The last record a reader waits to find in the live log ([`FileLog::flush`]), which
+    /// may lag the journal by [`writer::LIVE_MAX_LAG`].
+    live_wanted: u64,
+    /// The live log's last record.
+    live_seq: u64,
     stopped: bool,
 }
 
@@ -197,6 +202,8 @@ impl Chain {
 struct Shared {
     chain: std::sync::Mutex<Chain>,
     wake: std::sync::Condvar,
+    /// The live log caught up with what a reader waits for.
+    live: tokio::sync::Notify,
     healthy: AtomicBool,
 }
 
@@ -334,6 +341,7 @@ impl FileLog {
             metrics,
             head: (head.seq, head.hash.clone()),
             ring,
+            behind: Behind::default(),
         };
         let (mut seq, mut hash) = (head.seq, head.hash.clone());
         let mut notes = Vec::new();
@@ -362,7 +370,7 @@ impl FileLog {
             let mut buf = Vec::new();
             let h = entry.seal(seq + 1, &hash, &mut buf);
             writer
-                .flush(&buf, 1, (seq + 1, h.clone()))
+                .flush(&buf, 1, (seq + 1, h.clone()), false)
                 .map_err(AuditError::Io)?;
             seq += 1;
             hash = h;
@@ -376,9 +384,12 @@ impl FileLog {
                 open: Open::new(Vec::with_capacity(16 * 1024)),
                 in_flight: None,
                 writer_idle: false,
+                live_wanted: 0,
+                live_seq: seq,
                 stopped: false,
             }),
             wake: std::sync::Condvar::new(),
+            live: tokio::sync::Notify::new(),
             healthy: AtomicBool::new(true),
         });
         if let Some(checkpoints) = checkpoints {
@@ -441,32 +452,44 @@ impl FileLog {
         self.submit(entry, false).map(|(seq, _)| seq)
     }
 
-    /// Waits until every record submitted so far is durable (or its batch failed). For shutdown
-    /// and for readers that must see the outcome records too.
+    /// Waits until every record submitted so far is durable (or its batch failed) and in the
+    /// live log. For shutdown and for readers that must see the outcome records too.
     pub async fn flush(&self) -> Result<(), AuditError> {
-        let (pending, wake) = {
-            let mut c = self
-                .shared
-                .chain
-                .lock()
-                .map_err(|_| AuditError::Io("audit writer has stopped".into()))?;
+        let stopped = || AuditError::Io("audit writer has stopped".into());
+        let (pending, wanted) = {
+            let mut c = self.shared.chain.lock().map_err(|_| stopped())?;
             let mut pending = Vec::new();
             pending.extend(c.in_flight.clone());
-            let mut wake = false;
             if c.open.count > 0 {
                 // Someone waits on the open batch now: no lingering.
                 pending.push(c.open.commit.clone());
-                wake = c.call_writer();
+                let _ = c.call_writer();
             }
-            (pending, wake)
+            c.live_wanted = c.seq;
+            (pending, c.seq)
         };
-        if wake {
-            self.shared.wake.notify_one();
-        }
+        // Wakes a parked writer for the open batch or for the live log's catch-up.
+        self.shared.wake.notify_one();
         for commit in pending {
             commit.wait().await?;
         }
-        Ok(())
+        let caught_up = async {
+            loop {
+                let notified = self.shared.live.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.shared.chain.lock().map_err(|_| stopped())?.live_seq >= wanted {
+                    return Ok(());
+                }
+                notified.await;
+            }
+        };
+        match tokio::time::timeout(DURABLE_WAIT, caught_up).await {
+            Ok(r) => r,
+            Err(_) => Err(AuditError::Io(format!(
+                "audit records not in the live log within {DURABLE_WAIT:?}"
+            ))),
+        }
     }
 
     /// Serializes (outside the lock), then seals the record into the open batch.
