@@ -110,29 +110,42 @@ impl Commit {
 
     /// Waits for the commit, at most [`DURABLE_WAIT`].
     async fn wait(&self) -> Result<(), AuditError> {
-        let done = async {
-            loop {
-                let notified = self.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(r) = self.result.get() {
-                    if !self.relayed.swap(true, Ordering::AcqRel) {
-                        // The first to see the result wakes every other waiter (registered
-                        // before this call; later ones see the result themselves).
-                        self.notify.notify_waiters();
-                    }
-                    return r.clone();
-                }
-                notified.await;
+        let done = wait_until(&self.notify, || {
+            let r = self.result.get()?;
+            if !self.relayed.swap(true, Ordering::AcqRel) {
+                // The first to see the result wakes every other waiter (registered before
+                // this call; later ones see the result themselves).
+                self.notify.notify_waiters();
             }
-        };
-        match tokio::time::timeout(DURABLE_WAIT, done).await {
-            Ok(r) => r.map_err(AuditError::Io),
-            Err(_) => Err(AuditError::Io(format!(
+            Some(r.clone())
+        });
+        match done.await {
+            Some(r) => r.map_err(AuditError::Io),
+            None => Err(AuditError::Io(format!(
                 "audit records not durable within {DURABLE_WAIT:?}"
             ))),
         }
     }
+}
+
+/// Checks `ready` each time `notify` wakes it (registered before each check, so no wake is
+/// missed) until it gives a value; `None` after [`DURABLE_WAIT`].
+async fn wait_until<T>(
+    notify: &tokio::sync::Notify,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let check = async {
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = ready() {
+                return v;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(DURABLE_WAIT, check).await.ok()
 }
 
 /// Records sealed into the chain but not yet handed to the writer.
@@ -473,23 +486,15 @@ impl FileLog {
         for commit in pending {
             commit.wait().await?;
         }
-        let caught_up = async {
-            loop {
-                let notified = self.shared.live.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.shared.chain.lock().map_err(|_| stopped())?.live_seq >= wanted {
-                    return Ok(());
-                }
-                notified.await;
-            }
-        };
-        match tokio::time::timeout(DURABLE_WAIT, caught_up).await {
-            Ok(r) => r,
-            Err(_) => Err(AuditError::Io(format!(
+        let caught_up = wait_until(&self.shared.live, || match self.shared.chain.lock() {
+            Ok(c) => (c.live_seq >= wanted).then_some(Ok(())),
+            Err(_) => Some(Err(stopped())),
+        });
+        caught_up.await.unwrap_or_else(|| {
+            Err(AuditError::Io(format!(
                 "audit records not in the live log within {DURABLE_WAIT:?}"
-            ))),
-        }
+            )))
+        })
     }
 
     /// Serializes (outside the lock), then seals the record into the open batch.

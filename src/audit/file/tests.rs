@@ -4,9 +4,22 @@ use super::*;
 use crate::audit::verify::{Verdict, verify_path};
 
 /// A file whose disk can be made "full".
-struct FlakyFile {
+pub(super) struct FlakyFile {
     inner: File,
     full: Arc<AtomicBool>,
+}
+
+impl FlakyFile {
+    /// Opens live logs on a disk that is full while `full` is set.
+    pub(super) fn opener(full: Arc<AtomicBool>) -> Opener {
+        Box::new(move |p| {
+            let inner = OpenOptions::new().create(true).append(true).open(p)?;
+            Ok(Box::new(FlakyFile {
+                inner,
+                full: full.clone(),
+            }))
+        })
+    }
 }
 
 impl LogFile for FlakyFile {
@@ -52,14 +65,7 @@ fn a_full_disk_fails_every_write_then_recovers_without_breaking_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let full = Arc::new(AtomicBool::new(false));
-    let f2 = full.clone();
-    let opener: Opener = Box::new(move |p| {
-        let inner = OpenOptions::new().create(true).append(true).open(p)?;
-        Ok(Box::new(FlakyFile {
-            inner,
-            full: f2.clone(),
-        }))
-    });
+    let opener = FlakyFile::opener(full.clone());
     let metrics = AuditMetrics::default();
     let (log, _) = FileLog::open_with(
         &path,

@@ -102,6 +102,18 @@ impl Behind {
         self.since.is_some_and(|t| t.elapsed() >= LIVE_MAX_LAG)
     }
 
+    /// Whether a batch of `len` more bytes may wait here.
+    fn may_take(&self, len: usize) -> bool {
+        !self.failing && self.buf.len() + len <= LIVE_CHUNK && !self.overdue()
+    }
+
+    /// Keeps a batch committed to the journal, the chain's head after it `head`.
+    fn take(&mut self, buf: &[u8], head: (u64, String)) {
+        self.buf.extend_from_slice(buf);
+        self.head = Some(head);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
     /// How long until they are overdue, when they wait.
     fn left(&self) -> Option<std::time::Duration> {
         let since = self.since.filter(|_| self.waiting())?;
@@ -118,6 +130,11 @@ pub(super) struct Ring {
 }
 
 impl Ring {
+    /// Whether `len` bytes fit the ring without overwriting what is not checkpointed.
+    fn fits(&self, len: u64) -> bool {
+        self.journal.span(self.pos, len) <= self.checkpoints.room(self.pos)
+    }
+
     /// Takes the journal `j` (last checkpoint `last`) into use at `cp`, a ring of `capacity`
     /// bytes: resized (and started over) if it had another size; the live log at `live` synced,
     /// so that what it holds is the checkpoint.
@@ -223,11 +240,8 @@ impl Writer {
             };
             let result = self.flush(&batch.buf, batch.count, head.clone(), true);
             let mut failed_next = None;
-            // A reader waits for this batch in the live log ([`super::FileLog::flush`]).
-            let mut wanted = false;
             if let Ok(mut c) = shared.chain.lock() {
                 c.in_flight = None;
-                wanted = c.live_wanted > self.head.0 && c.live_wanted <= head.0;
                 match &result {
                     Ok(()) => {
                         (c.durable_seq, c.durable_hash) = head;
@@ -237,17 +251,15 @@ impl Writer {
                         // continue the chain from what is on disk.
                         c.seq = c.durable_seq;
                         c.hash = c.durable_hash.clone();
+                        c.live_wanted = c.live_wanted.min(c.seq);
                         if c.open.count > 0 {
                             failed_next =
                                 Some(std::mem::replace(&mut c.open, Open::new(Vec::new())));
                         }
                     }
                 }
-            }
-            if wanted {
-                self.catch_up_or_log();
-            }
-            if let Ok(mut c) = shared.chain.lock() {
+                // A reader waiting for records still behind is served by the catch-up at the
+                // top of the next turn, before the writer takes or waits for anything.
                 self.publish_live(&mut c, shared);
             }
             match &result {
@@ -334,10 +346,21 @@ impl Writer {
             tracing::error!(message = "Audit log rotation failed; writing on.", error = %e);
         }
         let started = Instant::now();
-        let result = if ahead && n >= AHEAD_MIN_RECORDS && self.may_commit_ahead(buf.len()) {
-            self.commit_ahead(buf, head)
-        } else {
-            self.append_and_commit(buf, head)
+        let len = buf.len();
+        let result = match &mut self.ring {
+            // Committed to the journal only; the live log gets it with a later append.
+            Some(ring)
+                if ahead
+                    && n >= AHEAD_MIN_RECORDS
+                    && self.behind.may_take(len)
+                    && ring.fits(len as u64) =>
+            {
+                ring.journal.commit(ring.pos, buf).map(|()| {
+                    ring.pos += len as u64;
+                    self.behind.take(buf, head);
+                })
+            }
+            _ => self.append_and_commit(buf, head),
         };
         match result {
             Ok(()) => {
@@ -349,30 +372,6 @@ impl Writer {
                 Err(format!("audit write failed: {e}"))
             }
         }
-    }
-
-    /// Whether a batch of `len` bytes may be committed without appending it to the live log.
-    fn may_commit_ahead(&self, len: usize) -> bool {
-        let Some(ring) = &self.ring else {
-            return false;
-        };
-        !self.behind.failing
-            && self.behind.buf.len() + len <= LIVE_CHUNK
-            && !self.behind.overdue()
-            && ring.journal.span(ring.pos, len as u64) <= ring.checkpoints.room(ring.pos)
-    }
-
-    /// Commits a batch to the journal only; the live log gets it with a later append.
-    fn commit_ahead(&mut self, buf: &[u8], head: (u64, String)) -> std::io::Result<()> {
-        let Some(ring) = &mut self.ring else {
-            return Err(std::io::Error::other("no journal"));
-        };
-        ring.journal.commit(ring.pos, buf)?;
-        ring.pos += buf.len() as u64;
-        self.behind.buf.extend_from_slice(buf);
-        self.behind.head = Some(head);
-        self.behind.since.get_or_insert_with(Instant::now);
-        Ok(())
     }
 
     /// Appends what is behind and the batch to the live log in one write, then makes the batch
@@ -460,7 +459,7 @@ impl Writer {
         };
         let len = buf.len() as u64;
         let end = Checkpoint::at(ring.pos + len, self.size + len, *seq, hash);
-        if ring.journal.span(ring.pos, len) <= ring.checkpoints.room(ring.pos) {
+        if ring.fits(len) {
             ring.journal.commit(ring.pos, buf)?;
             ring.checkpoints.committed(end);
         } else {

@@ -1,58 +1,26 @@
 //! Batches committed ahead of the live log under load: durable in the journal, appended later
 //! in one write, never lost or reordered, and not ahead of a live log that cannot take them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::audit::Entry;
+use crate::audit::file::FileLog;
 use crate::audit::file::journal::{Journal, MIN_BYTES, open_beside, path_for};
-use crate::audit::file::{FileLog, LogFile};
+use crate::audit::file::tests::FlakyFile;
 use crate::audit::record::{GENESIS, Prepared};
 use crate::audit::verify::{Verdict, verify_path};
 
-/// A live log whose disk can be made full.
-struct Fillable {
-    inner: File,
-    full: Arc<AtomicBool>,
-}
-
-impl LogFile for Fillable {
-    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            // Part of it lands, as on a real short write.
-            std::io::Write::write_all(&mut self.inner, &buf[..buf.len() / 3])?;
-            return Err(std::io::Error::from_raw_os_error(28));
-        }
-        std::io::Write::write_all(&mut self.inner, buf)
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn size(&self) -> std::io::Result<u64> {
-        self.inner.metadata().map(|m| m.len())
-    }
-    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-}
-
-/// A writer on a new log at `path` with a 1 MiB journal, started as `FileLog` starts one; its
-/// live log is full while `full` is set.
-fn writer(path: &Path, full: Arc<AtomicBool>) -> Writer {
-    let found = open_beside(path, 1 << 20).unwrap().unwrap();
-    let opener: Opener = Box::new(move |p| {
-        let inner = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?;
-        Ok(Box::new(Fillable {
-            inner,
-            full: full.clone(),
-        }))
-    });
-    let file = opener(path).unwrap();
+/// A writer on a new log (`audit.jsonl` in a new folder) with a 1 MiB journal, started as
+/// `FileLog` starts one; its live log is full while `full` is set. Also the chain's head.
+fn writer(full: Arc<AtomicBool>) -> (tempfile::TempDir, PathBuf, Writer, (u64, String)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let found = open_beside(&path, 1 << 20).unwrap().unwrap();
+    let opener = FlakyFile::opener(full);
+    let file = opener(&path).unwrap();
     let metrics = AuditMetrics::default();
     let cp = Checkpoint::at(0, 0, 0, GENESIS);
     let ring = Ring::start(
@@ -60,16 +28,16 @@ fn writer(path: &Path, full: Arc<AtomicBool>) -> Writer {
         found.last,
         1 << 20,
         cp,
-        path,
+        &path,
         metrics.clone(),
     )
     .unwrap();
     let checkpoints = ring.checkpoints.clone();
     std::thread::spawn(move || checkpoints.run());
-    Writer {
+    let writer = Writer {
         file,
         size: 0,
-        path: path.to_path_buf(),
+        path: path.clone(),
         opened: Instant::now(),
         options: LogOptions::default(),
         opener,
@@ -77,7 +45,8 @@ fn writer(path: &Path, full: Arc<AtomicBool>) -> Writer {
         head: (0, GENESIS.into()),
         ring: Some(ring),
         behind: Behind::default(),
-    }
+    };
+    (dir, path, writer, (0, GENESIS.into()))
 }
 
 /// Seals decision records `ids` (each with `pad` bytes of reasons) after `head` into one batch.
@@ -124,10 +93,7 @@ fn live_len(path: &Path) -> u64 {
 
 #[test]
 fn batches_under_load_wait_in_the_journal_and_reach_the_live_log_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let mut w = writer(&path, Arc::default());
-    let mut head = (0, GENESIS.to_string());
+    let (dir, path, mut w, mut head) = writer(Arc::default());
     // A small batch (low load) goes to the live log at once.
     let buf = batch(&mut head, 0..2, 10);
     w.flush(&buf, 2, head.clone(), true).unwrap();
@@ -182,10 +148,7 @@ fn batches_under_load_wait_in_the_journal_and_reach_the_live_log_in_order() {
 
 #[test]
 fn the_live_log_lags_the_journal_by_at_most_one_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let mut w = writer(&path, Arc::default());
-    let mut head = (0, GENESIS.to_string());
+    let (_dir, path, mut w, mut head) = writer(Arc::default());
     let mut journaled = 0;
     let n = AHEAD_MIN_RECORDS;
     for i in 0..8 {
@@ -202,11 +165,8 @@ fn the_live_log_lags_the_journal_by_at_most_one_chunk() {
 
 #[test]
 fn a_full_live_log_stops_commits_ahead_and_loses_nothing_once_it_has_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
     let full = Arc::new(AtomicBool::new(false));
-    let mut w = writer(&path, full.clone());
-    let mut head = (0, GENESIS.to_string());
+    let (_dir, path, mut w, mut head) = writer(full.clone());
     let n = AHEAD_MIN_RECORDS;
     let buf = batch(&mut head, 0..n, 10);
     w.flush(&buf, n, head.clone(), true).unwrap();
