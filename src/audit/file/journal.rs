@@ -39,7 +39,7 @@ pub fn path_for(live: &Path) -> PathBuf {
 /// the live log, which was `live_len` bytes long then and ended with record `seq` / `hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Journal format ([`FORMAT`]; borrowed, so a checkpoint per commit allocates no copy).
+    /// Journal format (`stepgate-audit-journal/1`; borrowed, so a checkpoint per commit allocates no copy).
     pub format: std::borrow::Cow<'static, str>,
     /// Position in the journal's byte stream (the ring is that stream modulo its capacity).
     pub pos: u64,

@@ -135,7 +135,7 @@ impl Checkpoints {
     }
 
     /// The checkpointer thread: syncs the live log and records how far it is durable, when an
-    /// eighth of the ring is waiting or every [`CHECKPOINT_EVERY`] while anything is.
+    /// eighth of the ring is waiting or every 500 ms (`CHECKPOINT_EVERY`) while anything is.
     pub fn run(&self) {
         self.serve();
         if let Ok(mut s) = self.state.lock() {
