@@ -183,6 +183,41 @@ fn the_ring_turns_many_times_and_a_batch_bigger_than_it_goes_to_the_live_log() {
 }
 
 #[test]
+fn a_large_ring_is_checkpointed_every_64_kib_not_once_per_eighth_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let opened = std::time::Instant::now();
+    let log = open(&path, options(8 << 20)).unwrap();
+    // ~85 KiB of records (group commits, as under load), then one more after the shortest
+    // gap between checkpoints: the live log is checkpointed past them long before the
+    // checkpointer's 500 ms timer, while an eighth of the ring (1 MiB) is far off.
+    let reasons = vec!["r".repeat(700)];
+    let ids: Vec<String> = (0..100).map(|i| format!("req-{i}")).collect();
+    rt().block_on(futures_util::future::try_join_all(
+        ids.iter().map(|id| log.append(&decision(id, &reasons))),
+    ))
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    append(&log, 100, 1, 10);
+    let live_len = loop {
+        let (_, cp) = Journal::inspect(&path_for(&path)).unwrap().unwrap();
+        if cp.live_len >= 64 * 1024 || opened.elapsed() > std::time::Duration::from_millis(450) {
+            break cp.live_len;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(
+        live_len >= 64 * 1024,
+        "checkpointed up to byte {live_len} {:?} after opening",
+        opened.elapsed()
+    );
+    drop(log);
+    let mut all = ids;
+    all.push("req-100".into());
+    assert_eq!(decisions(&path), (all, 0));
+}
+
+#[test]
 fn rotation_under_the_journal_keeps_every_record_after_a_power_cut() {
     let opts = LogOptions {
         rotate_bytes: Some(4000),
