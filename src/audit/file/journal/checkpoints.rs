@@ -21,9 +21,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// over 1 ms 15 / 10 / 6 / 6 against 28 / 31 / 28 / 69, request p99 1,491 / 1,232 / 1,227 /
 /// 1,258 µs against 1,816 / 1,873 / 2,767 / 3,266.
 const CHECKPOINT_BYTES: u64 = 64 * 1024;
-/// Shortest time between checkpoints asked for by [`CHECKPOINT_BYTES`]: each costs ~170 µs
+/// Shortest time between checkpoints asked for by [`CHECKPOINT_BYTES`]: each costs 170-300 µs
 /// of CPU (two syncs and their metadata), so under saturation, where 64 KiB wait every few
-/// milliseconds, they are taken at most this often (~360 KiB each) instead of ~125 a second.
+/// milliseconds, they are taken at most this often (~33 a second on the harness, a few hundred
+/// KiB each) instead of ~125 a second (~2% of a CPU).
 const CHECKPOINT_GAP: Duration = Duration::from_millis(25);
 
 fn stopped() -> std::io::Error {
