@@ -83,23 +83,31 @@ pub(super) struct Writer {
 #[derive(Default)]
 pub(super) struct Behind {
     buf: Vec<u8>,
-    /// The chain head after the last of them.
-    head: Option<(u64, String)>,
-    /// When the first of them was committed.
-    since: Option<Instant>,
+    /// Set exactly while `buf` holds records.
+    first: Option<Waiting>,
     /// The last append to the live log failed: commit nothing ahead of it until one succeeds.
     failing: bool,
+}
+
+/// What the writer keeps of records behind, beside their bytes.
+struct Waiting {
+    /// The chain head after the last of them.
+    head: (u64, String),
+    /// When the first of them was committed.
+    since: Instant,
 }
 
 impl Behind {
     /// Records wait for an append that may succeed.
     fn waiting(&self) -> bool {
-        !self.buf.is_empty() && !self.failing
+        self.first.is_some() && !self.failing
     }
 
     /// The first of them has waited [`LIVE_MAX_LAG`].
     fn overdue(&self) -> bool {
-        self.since.is_some_and(|t| t.elapsed() >= LIVE_MAX_LAG)
+        self.first
+            .as_ref()
+            .is_some_and(|w| w.since.elapsed() >= LIVE_MAX_LAG)
     }
 
     /// Whether a batch of `len` more bytes may wait here.
@@ -110,14 +118,21 @@ impl Behind {
     /// Keeps a batch committed to the journal, the chain's head after it `head`.
     fn take(&mut self, buf: &[u8], head: (u64, String)) {
         self.buf.extend_from_slice(buf);
-        self.head = Some(head);
-        self.since.get_or_insert_with(Instant::now);
+        match &mut self.first {
+            Some(w) => w.head = head,
+            None => {
+                self.first = Some(Waiting {
+                    head,
+                    since: Instant::now(),
+                });
+            }
+        }
     }
 
     /// How long until they are overdue, when they wait.
     fn left(&self) -> Option<std::time::Duration> {
-        let since = self.since.filter(|_| self.waiting())?;
-        Some(LIVE_MAX_LAG.saturating_sub(since.elapsed()))
+        let w = self.first.as_ref().filter(|_| !self.failing)?;
+        Some(LIVE_MAX_LAG.saturating_sub(w.since.elapsed()))
     }
 }
 
@@ -394,7 +409,7 @@ impl Writer {
 
     /// Appends to the live log what only the journal holds, and tells the checkpointer.
     pub(super) fn catch_up(&mut self) -> std::io::Result<()> {
-        if self.behind.buf.is_empty() {
+        if self.behind.first.is_none() {
             return Ok(());
         }
         self.append_live(&[])?;
@@ -432,12 +447,11 @@ impl Writer {
             self.cut_back();
             return Err(e);
         }
-        if let Some(head) = self.behind.head.take() {
+        if let Some(w) = self.behind.first.take() {
             self.size += behind as u64;
-            self.head = head;
+            self.head = w.head;
         }
         self.behind.buf.clear();
-        self.behind.since = None;
         Ok(())
     }
 

@@ -17,9 +17,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// first). Small and frequent rather than one per eighth of the default 8 MiB ring: syncing
 /// ~1 MiB of the live log at once held up the journal commits behind it for a millisecond or
 /// more, the tail of every request waiting for a commit; 64 KiB at a time did not. Measured
-/// on the shared harness's 2-vCPU VM at ~2,000 requests/s, four interleaved pairs: commits
-/// over 1 ms 15 / 10 / 6 / 6 against 28 / 31 / 28 / 69, request p99 1,491 / 1,232 / 1,227 /
-/// 1,258 µs against 1,816 / 1,873 / 2,767 / 3,266.
+/// on the shared harness's 2-vCPU VM at ~2,000 requests/s, interleaved with the rule before
+/// (an eighth of the ring): request p99 1,321-2,580 µs against 2,400-4,793 in six of seven
+/// pairs, commits over 1 ms 10-35 against 25-80 of ~6,400.
 const CHECKPOINT_BYTES: u64 = 64 * 1024;
 /// Shortest time between checkpoints asked for by [`CHECKPOINT_BYTES`]: each costs 170-300 µs
 /// of CPU (two syncs and their metadata), so under saturation, where 64 KiB wait every few
