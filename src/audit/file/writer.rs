@@ -131,7 +131,7 @@ impl Behind {
 
     /// How long until they are overdue, when they wait.
     fn left(&self) -> Option<std::time::Duration> {
-        let w = self.first.as_ref().filter(|_| !self.failing)?;
+        let w = self.first.as_ref().filter(|_| self.waiting())?;
         Some(LIVE_MAX_LAG.saturating_sub(w.since.elapsed()))
     }
 }
