@@ -7,9 +7,13 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use pool::{Key, Pool, SendError};
 
 /// Largest response body stepgate reads from any peer (JWKS, discovery, workflow APIs).
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -20,6 +24,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Idle connections kept per host (nginx's `keepalive 64` of its upstream blocks).
 const MAX_IDLE_PER_HOST: usize = 64;
+/// An idle connection unused this long is closed rather than used (peers close theirs after
+/// about as long; AWS's endpoints after 60 s or more).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an outbound call failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
@@ -63,34 +70,94 @@ pub type SharedHttpClient = Arc<dyn HttpClient>;
 
 /// The real client: hyper over rustls (HTTP/1.1 and HTTP/2 by ALPN), pooled keep-alive.
 pub struct HyperClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pool: Arc<Pool>,
     in_flight: tokio::sync::Semaphore,
 }
 
 impl HyperClient {
     /// Builds the client with the system's root certificates.
     pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> std::io::Result<Self> {
-        // TCP_NODELAY, as nginx and Envoy set on their upstream connections: a request or an
-        // answer written in two parts (a body past one segment) must not wait for the peer's
-        // delayed ACK. The HTTPS wrapper enforces the scheme, so the inner connector does not.
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .build(connector);
-        Ok(Self {
-            client,
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-        })
+            .https_or_http();
+        Ok(Self::with_connector(
+            builder.enable_http1().enable_http2().wrap_connector(tcp()),
+            IDLE_TIMEOUT,
+        ))
     }
+
+    fn with_connector(connector: pool::Connector, idle_timeout: Duration) -> Self {
+        Self {
+            pool: Pool::new(connector, idle_timeout, MAX_IDLE_PER_HOST),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// One exchange: a pooled connection if one is idle, else a new one. A request that a
+    /// pooled connection turned away unsent (the peer had closed it meanwhile) is sent again on
+    /// another; one that may have reached the peer is not (a start is not idempotent).
+    async fn exchange(&self, key: &Key, req: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let transport = |detail: String| HttpError::Transport {
+            host: key.host().to_string(),
+            detail,
+        };
+        let _turn = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let mut req = req.map(Full::new);
+        let (conn, resp) = loop {
+            let (mut conn, reused) = match self.pool.checkout(key) {
+                Some(conn) => (conn, true),
+                None => {
+                    let conn = self
+                        .pool
+                        .connect(key)
+                        .await
+                        .map_err(|e| transport(error_chain(e.as_ref())))?;
+                    (conn, false)
+                }
+            };
+            match conn.send(req).await {
+                Ok(resp) => break (conn, resp),
+                Err(SendError::Unsent(unsent, e)) if reused => {
+                    tracing::debug!(message = "Pooled upstream connection was closed; sending again.", error = %e);
+                    req = *unsent;
+                }
+                Err(SendError::Unsent(_, e) | SendError::Failed(e)) => {
+                    return Err(transport(error_chain(&e)));
+                }
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    HttpError::TooLarge {
+                        host: key.host().to_string(),
+                    }
+                } else {
+                    transport(e.to_string())
+                }
+            })?
+            .to_bytes();
+        // Read whole: the connection is free for another request.
+        self.pool.checkin(key, conn);
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// TCP with `TCP_NODELAY`, as nginx and Envoy set on their upstream connections: a request or
+/// an answer written in two parts (a body past one segment) must not wait for the peer's
+/// delayed ACK. The HTTPS wrapper enforces the scheme, so this connector does not.
+fn tcp() -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    tcp
 }
 
 impl HttpClient for HyperClient {
@@ -100,46 +167,16 @@ impl HttpClient for HyperClient {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Response<Bytes>, HttpError>> {
         Box::pin(async move {
-            let host = req.uri().host().unwrap_or_default().to_string();
-            let req = req.map(Full::new);
-            let exchange = async {
-                let _turn = self
-                    .in_flight
-                    .acquire()
-                    .await
-                    .map_err(|e| HttpError::Transport {
-                        host: host.clone(),
-                        detail: e.to_string(),
-                    })?;
-                let resp = self
-                    .client
-                    .request(req)
-                    .await
-                    .map_err(|e| HttpError::Transport {
-                        host: host.clone(),
-                        detail: error_chain(&e),
-                    })?;
-                let (parts, body) = resp.into_parts();
-                let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            HttpError::TooLarge { host: host.clone() }
-                        } else {
-                            HttpError::Transport {
-                                host: host.clone(),
-                                detail: e.to_string(),
-                            }
-                        }
-                    })?
-                    .to_bytes();
-                Ok(Response::from_parts(parts, body))
+            let Some(key) = Key::of(req.uri()) else {
+                return Err(HttpError::Transport {
+                    host: req.uri().host().unwrap_or_default().to_string(),
+                    detail: format!("`{}` is not an absolute URI", req.uri()),
+                });
             };
-            match tokio::time::timeout(timeout, exchange).await {
+            match tokio::time::timeout(timeout, self.exchange(&key, req)).await {
                 Ok(r) => r,
                 Err(_) => Err(HttpError::Timeout {
-                    host,
+                    host: key.host().to_string(),
                     after: timeout,
                 }),
             }
