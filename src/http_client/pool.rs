@@ -8,7 +8,7 @@
 //! instructions and ~2.4% of stepgate's samples at saturation). Here an answer is read whole
 //! before the connection is returned, so it is ready then and goes back in place.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ impl Key {
 #[derive(Default)]
 struct Peer {
     /// Most recently used last: a checkout takes the warmest, the oldest expire first.
-    h1: Vec<Idle>,
+    h1: VecDeque<Idle>,
     h2: Option<http2::SendRequest<Body>>,
 }
 
@@ -91,7 +91,7 @@ impl Conn {
     ) -> Result<Response<Incoming>, SendError> {
         match self {
             Conn::Http1(tx) => {
-                let uri = req.uri().clone();
+                let uri = std::mem::take(req.uri_mut());
                 if !req.headers().contains_key(http::header::HOST)
                     && let Some(host) = host_header(&uri)
                 {
@@ -172,11 +172,22 @@ impl Pool {
             }
             peer.h2 = None;
         }
+        // The oldest first: those idle too long go (and close).
         let now = Instant::now();
-        let idle_timeout = self.idle_timeout;
-        peer.h1
-            .retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout);
-        peer.h1.pop().map(|c| Conn::Http1(c.tx))
+        while peer
+            .h1
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= self.idle_timeout)
+        {
+            peer.h1.pop_front();
+        }
+        // The warmest that the peer has not closed meanwhile.
+        while let Some(c) = peer.h1.pop_back() {
+            if !c.tx.is_closed() {
+                return Some(Conn::Http1(c.tx));
+            }
+        }
+        None
     }
 
     /// Gives back a connection whose exchange is over; it is kept if ready for another.
@@ -212,9 +223,9 @@ impl Pool {
         };
         if peer.h1.len() >= self.max_idle {
             // The oldest goes; it is the likeliest to be closed by the peer soon.
-            peer.h1.remove(0);
+            peer.h1.pop_front();
         }
-        peer.h1.push(Idle {
+        peer.h1.push_back(Idle {
             tx,
             since: Instant::now(),
         });
