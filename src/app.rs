@@ -60,6 +60,8 @@ pub struct App {
     pub settings: Settings,
     /// Steps by name.
     pub steps: BTreeMap<String, Arc<StepSettings>>,
+    /// Steps by the Step Functions state machine they front (`/aws/states`).
+    pub state_machines: crate::route::StateMachines,
     /// Authentication.
     pub authn: Authenticator,
     /// Authorization.
@@ -143,8 +145,11 @@ impl App {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
             .collect();
+        // In name order, as `steps`: where several steps front one machine, the first has it.
+        let state_machines = crate::route::StateMachines::new(settings.steps.values());
         Ok(Self {
             steps,
+            state_machines,
             authn,
             policies: Policies::new(bundle),
             guardrails,

@@ -341,8 +341,7 @@ fn admit(
                 .headers
                 .get("x-amz-target")
                 .and_then(|v| v.to_str().ok());
-            let (r, start) =
-                route::aws_states(target, body, app.steps.values().map(|s| s.as_ref()))?; // 403 / 400
+            let (r, start) = route::aws_states(target, body, &app.state_machines)?; // 403 / 400
             fronted_start = start;
             r
         }

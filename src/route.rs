@@ -99,15 +99,61 @@ struct AwsRequest<'a> {
     input: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The steps that front a Step Functions state machine, by what a fronted request names: the
+/// machine's ARN (a start) or the ARN prefix of its executions (describe, stop). Built once from
+/// the configuration, so a request finds its step in a few comparisons however many steps there
+/// are (a scan of every step, with an execution prefix formatted per step, cost ~1,000 of each
+/// per request at 1,000 steps). Where several steps front one machine, the first by name has it.
+#[derive(Debug, Default)]
+pub struct StateMachines {
+    by_arn: std::collections::BTreeMap<String, String>,
+    by_execution_prefix: std::collections::BTreeMap<String, String>,
+}
+
+impl StateMachines {
+    /// Indexes `steps`, taken in name order.
+    pub fn new<'a>(steps: impl IntoIterator<Item = &'a crate::config::StepSettings>) -> Self {
+        let mut machines = Self::default();
+        for step in steps {
+            if let crate::config::StepTarget::StepFunctions { arn, .. } = &step.target {
+                machines
+                    .by_arn
+                    .entry(arn.arn.clone())
+                    .or_insert_with(|| step.name.clone());
+                machines
+                    .by_execution_prefix
+                    .entry(arn.execution_prefix())
+                    .or_insert_with(|| step.name.clone());
+            }
+        }
+        machines
+    }
+
+    /// The step fronting the state machine `arn`.
+    pub fn by_machine(&self, arn: &str) -> Option<&str> {
+        self.by_arn.get(arn).map(String::as_str)
+    }
+
+    /// The step fronting the machine whose executions' ARNs start like `arn`. Every prefix is
+    /// `arn:<partition>:states:<region>:<account>:execution:<name>:`, seven colons (no part of a
+    /// state machine ARN holds one), so an ARN starts with a prefix exactly when its text up to
+    /// its seventh colon is that prefix.
+    pub fn by_execution(&self, arn: &str) -> Option<&str> {
+        let (seventh, _) = arn.match_indices(':').nth(6)?;
+        self.by_execution_prefix
+            .get(&arn[..=seventh])
+            .map(String::as_str)
+    }
+}
+
 /// Maps a fronted Step Functions request (`X-Amz-Target` and its JSON body) to the step whose
 /// state machine it names and the action its operation is; a start's body becomes the native
 /// start body (`{"input": {...}, "name": ...}`), so every later stage is the same. Pure.
-pub fn aws_states<'a>(
+pub fn aws_states(
     target: Option<&str>,
     body: &[u8],
-    steps: impl IntoIterator<Item = &'a crate::config::StepSettings>,
+    machines: &StateMachines,
 ) -> Result<(StepRoute, Option<StartBody>), RouteError> {
-    use crate::config::StepTarget;
     let op = target
         .and_then(|t| t.strip_prefix("AWSStepFunctions."))
         .ok_or_else(|| {
@@ -130,10 +176,7 @@ pub fn aws_states<'a>(
         let arn = req
             .state_machine_arn
             .ok_or_else(|| RouteError::Malformed("`stateMachineArn` is required".into()))?;
-        let step = steps
-            .into_iter()
-            .find(|s| matches!(&s.target, StepTarget::StepFunctions { arn: m, .. } if m.arn == arn))
-            .ok_or_else(|| unmapped(&arn))?;
+        let step = machines.by_machine(&arn).ok_or_else(|| unmapped(&arn))?;
         let input = match req.input {
             None => serde_json::json!({}),
             Some(text) => serde_json::from_str(&text)
@@ -144,7 +187,7 @@ pub fn aws_states<'a>(
             name: req.name.map(std::borrow::Cow::into_owned),
         };
         let route = StepRoute {
-            step: step.name.clone(),
+            step: step.to_string(),
             action,
             execution: None,
         };
@@ -153,15 +196,9 @@ pub fn aws_states<'a>(
     let arn = req
         .execution_arn
         .ok_or_else(|| RouteError::Malformed("`executionArn` is required".into()))?;
-    let step = steps
-        .into_iter()
-        .find(|s| {
-            matches!(&s.target, StepTarget::StepFunctions { arn: m, .. }
-                if arn.starts_with(&m.execution_prefix()))
-        })
-        .ok_or_else(|| unmapped(&arn))?;
+    let step = machines.by_execution(&arn).ok_or_else(|| unmapped(&arn))?;
     let route = StepRoute {
-        step: step.name.clone(),
+        step: step.to_string(),
         action,
         execution: Some(arn.into_owned()),
     };
@@ -334,5 +371,82 @@ mod tests {
             resolve(&Method::POST, "/v1/steps//executions"),
             Err(RouteError::NotFound(_))
         ));
+    }
+
+    /// Steps `b-load` and `a-load` front one machine, `other` another.
+    fn machines() -> StateMachines {
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:8443\"\n[policies]\ndir = \"p\"\n[audit]\npath = \"a.jsonl\"\n\
+             [[issuers]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\naudiences = [\"sg\"]\n\
+             [credentials.etl]\nkind = \"aws_static\"\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"s\"\n",
+        );
+        for (step, machine) in [("b-load", "load"), ("a-load", "load"), ("other", "load-2")] {
+            text.push_str(&format!(
+                "[steps.{step}]\npipeline = \"p\"\nkind = \"stepfunctions\"\ncredentials = \"etl\"\n\
+                 state_machine_arn = \"arn:aws:states:us-east-1:123456789012:stateMachine:{machine}\"\n"
+            ));
+        }
+        let settings =
+            crate::config::parse(&text, std::path::Path::new("/etc/stepgate.toml")).unwrap();
+        StateMachines::new(settings.steps.values())
+    }
+
+    fn fronted(machines: &StateMachines, op: &str, body: &str) -> Result<String, RouteError> {
+        let target = format!("AWSStepFunctions.{op}");
+        aws_states(Some(&target), body.as_bytes(), machines).map(|(r, _)| r.step)
+    }
+
+    #[test]
+    fn fronted_requests_find_their_step_by_machine_or_execution_arn() {
+        let m = machines();
+        let arn = "arn:aws:states:us-east-1:123456789012:stateMachine:load";
+        let start = format!(r#"{{"stateMachineArn":"{arn}","input":"{{}}"}}"#);
+        // Two steps front `load`: the first by name has it.
+        assert_eq!(fronted(&m, "StartExecution", &start).unwrap(), "a-load");
+        let start2 = start.replace(":load\"", ":load-2\"");
+        assert_eq!(fronted(&m, "StartExecution", &start2).unwrap(), "other");
+        let exec = "arn:aws:states:us-east-1:123456789012:execution";
+        for (body, step) in [
+            (
+                format!(r#"{{"executionArn":"{exec}:load:run-1"}}"#),
+                "a-load",
+            ),
+            (
+                format!(r#"{{"executionArn":"{exec}:load-2:run-1"}}"#),
+                "other",
+            ),
+            // Whatever follows the machine's prefix, as a prefix match has it.
+            (
+                format!(r#"{{"executionArn":"{exec}:load:run:1"}}"#),
+                "a-load",
+            ),
+        ] {
+            assert_eq!(fronted(&m, "DescribeExecution", &body).unwrap(), step);
+            assert_eq!(fronted(&m, "StopExecution", &body).unwrap(), step);
+        }
+        for body in [
+            format!(r#"{{"stateMachineArn":"{arn}-3"}}"#),
+            r#"{"stateMachineArn":"load"}"#.to_string(),
+        ] {
+            assert!(matches!(
+                fronted(&m, "StartExecution", &body),
+                Err(RouteError::Denied(_))
+            ));
+        }
+        for body in [
+            format!(r#"{{"executionArn":"{exec}:load"}}"#),
+            format!(r#"{{"executionArn":"{exec}:loa:run-1"}}"#),
+            format!(r#"{{"executionArn":"{exec}:load-3:run-1"}}"#),
+            r#"{"executionArn":"arn:aws:states:us-east-1:123456789012:express:load:r:u"}"#
+                .to_string(),
+        ] {
+            assert!(
+                matches!(
+                    fronted(&m, "DescribeExecution", &body),
+                    Err(RouteError::Denied(_))
+                ),
+                "{body}"
+            );
+        }
     }
 }
