@@ -77,13 +77,9 @@ pub struct HyperClient {
 impl HyperClient {
     /// Builds the client with the system's root certificates.
     pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> std::io::Result<Self> {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider)?
-            .https_or_http();
-        Ok(Self::with_connector(
-            builder.enable_http1().enable_http2().wrap_connector(tcp()),
-            IDLE_TIMEOUT,
-        ))
+        let tls =
+            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider)?;
+        Ok(Self::with_connector(connector(tls), IDLE_TIMEOUT))
     }
 
     fn with_connector(connector: pool::Connector, idle_timeout: Duration) -> Self {
@@ -150,14 +146,21 @@ impl HyperClient {
     }
 }
 
-/// TCP with `TCP_NODELAY`, as nginx and Envoy set on their upstream connections: a request or
-/// an answer written in two parts (a body past one segment) must not wait for the peer's
-/// delayed ACK. The HTTPS wrapper enforces the scheme, so this connector does not.
-fn tcp() -> HttpConnector {
+/// The connector over the TLS settings of `tls`: `https` with TLS (ALPN `h2`, `http/1.1`),
+/// `http` without, both over TCP with `TCP_NODELAY`, as nginx and Envoy set on their upstream
+/// connections: a request or an answer written in two parts (a body past one segment) must not
+/// wait for the peer's delayed ACK. The HTTPS wrapper enforces the scheme, so the TCP connector
+/// does not.
+fn connector(
+    tls: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+) -> pool::Connector {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.enforce_http(false);
-    tcp
+    tls.https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp)
 }
 
 impl HttpClient for HyperClient {

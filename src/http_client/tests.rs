@@ -18,20 +18,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client trusting `roots` only.
+fn client(roots: rustls::RootCertStore, idle_timeout: Duration) -> HyperClient {
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    HyperClient::with_connector(connector(tls), idle_timeout)
+}
+
 fn plain(idle_timeout: Duration) -> HyperClient {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(
-            rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        )
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp());
-    HyperClient::with_connector(connector, idle_timeout)
+    client(rustls::RootCertStore::empty(), idle_timeout)
 }
 
 fn post(url: &str) -> Request<Bytes> {
@@ -40,7 +39,8 @@ fn post(url: &str) -> Request<Bytes> {
         .unwrap()
 }
 
-/// A hyper server answering `ok` and the protocol version; counts the connections it accepts.
+/// A hyper server answering `ok`, the body length it read and the `Host` (or `:authority`) it
+/// got; counts the connections it accepts.
 async fn hyper_peer(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -210,18 +210,7 @@ async fn https_peers_get_http2_by_alpn_on_one_shared_connection() {
     {
         roots.add(cert.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp());
-    let client = HyperClient::with_connector(connector, IDLE_TIMEOUT);
+    let client = client(roots, IDLE_TIMEOUT);
     let first = client.send(post(&format!("{url}/x")), WAIT).await.unwrap();
     assert_eq!(first.version(), Version::HTTP_2);
     let host = url.trim_start_matches("https://");
