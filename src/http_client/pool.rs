@@ -104,22 +104,29 @@ impl Conn {
                     .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
                 tx.try_send_request(req)
                     .await
-                    .map_err(|mut e| match e.take_message() {
-                        Some(mut req) => {
-                            *req.uri_mut() = uri;
-                            SendError::Unsent(Box::new(req), e.into_error())
-                        }
-                        None => SendError::Failed(e.into_error()),
-                    })
+                    .map_err(|e| SendError::of(e, |req| *req.uri_mut() = uri))
             }
-            Conn::Http2(tx) => {
-                tx.try_send_request(req)
-                    .await
-                    .map_err(|mut e| match e.take_message() {
-                        Some(req) => SendError::Unsent(Box::new(req), e.into_error()),
-                        None => SendError::Failed(e.into_error()),
-                    })
+            Conn::Http2(tx) => tx
+                .try_send_request(req)
+                .await
+                .map_err(|e| SendError::of(e, |_| {})),
+        }
+    }
+}
+
+impl SendError {
+    /// What hyper's refusal `e` means: the request back unsent (`restore` undoes what was
+    /// changed for the wire), or a failure after it may have been written.
+    fn of(
+        mut e: hyper::client::conn::TrySendError<Request<Body>>,
+        restore: impl FnOnce(&mut Request<Body>),
+    ) -> Self {
+        match e.take_message() {
+            Some(mut req) => {
+                restore(&mut req);
+                SendError::Unsent(Box::new(req), e.into_error())
             }
+            None => SendError::Failed(e.into_error()),
         }
     }
 }
@@ -243,11 +250,7 @@ impl Pool {
         let io = connector.call(key.uri()?).await?;
         if io.connected().is_negotiated_h2() {
             let (mut tx, conn) = self.h2.handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(message = "Upstream HTTP/2 connection ended.", error = %e);
-                }
-            });
+            drive(conn, "HTTP/2");
             tx.ready().await?;
             if let Ok(mut peers) = self.peers.lock() {
                 peers.entry(key.clone()).or_default().h2 = Some(tx.clone());
@@ -255,13 +258,21 @@ impl Pool {
             Ok(Conn::Http2(tx))
         } else {
             let (mut tx, conn) = self.h1.handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(message = "Upstream HTTP/1.1 connection ended.", error = %e);
-                }
-            });
+            drive(conn, "HTTP/1.1");
             tx.ready().await?;
             Ok(Conn::Http1(tx))
         }
     }
+}
+
+/// Runs a connection's task until the peer closes it or its last sender is dropped.
+fn drive(
+    conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    protocol: &'static str,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(message = "Upstream connection ended.", protocol, error = %e);
+        }
+    });
 }
