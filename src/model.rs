@@ -3,6 +3,7 @@
 //! module of its own, so no stage reaches back up the pipeline for a type.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The body of a start: `{"input": {...}, "name": "optional"}` (the native API's, or what a
@@ -63,15 +64,48 @@ impl Action {
 
 /// What authorization derived from one verified token, kept with the token in the
 /// verified-token cache so it is built once per token, not once per request: the principal
-/// entity (with its `Group` parents and claim tags), and per step the entity set of the
-/// principal and that step. Opaque to every other stage.
+/// entity (with its `Group` parents and claim tags), and per step what [`StepSlot`] holds.
+/// Opaque to every other stage.
 #[derive(Default)]
 pub struct PrincipalSlot {
     /// The principal, once built (or why it could not be).
     pub principal: OnceLock<Result<Arc<cedar_policy::Entity>, String>>,
-    /// Per step: the policy generation it was built for, and the entities.
-    pub per_step: Mutex<HashMap<String, (u64, Arc<cedar_policy::Entities>)>>,
+    /// Per step.
+    pub per_step: Mutex<HashMap<String, StepSlot>>,
 }
+
+/// What authorization keeps per token and step, for one policy generation.
+pub struct StepSlot {
+    /// The policy generation it was built for.
+    pub generation: u64,
+    /// The entity set of the principal and the step.
+    pub entities: Arc<cedar_policy::Entities>,
+    /// Decisions made with them in one second of the clock.
+    pub decided: Decided,
+}
+
+/// Decisions of one token on one step in one second of the clock, by source address, token
+/// age and action: when no policy reads `input`, those (with the policy generation) are every
+/// input of a decision, so requests that share them share it.
+#[derive(Default)]
+pub struct Decided {
+    /// The second (Unix time) they were made in.
+    pub second: u64,
+    /// (source address, token age in seconds, action) and what was decided.
+    pub by: Vec<(IpAddr, u64, Action, Verdict)>,
+}
+
+/// A decision as it is kept: allowed or not, and the deciding policy ids.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Whether it allows.
+    pub allowed: bool,
+    /// The permitting policy ids when it allows, else the deciding `forbid` ids.
+    pub reasons: Arc<[String]>,
+}
+
+/// Most decisions kept per token and step for one second; beyond it they start over.
+pub const MAX_DECIDED_PER_STEP: usize = 64;
 
 /// Most steps remembered per token; beyond it the slot starts over.
 pub const MAX_STEPS_PER_TOKEN: usize = 64;

@@ -18,7 +18,7 @@ pub use entities::{RequestFacts, Vocabulary};
 pub use policies::PolicyBundle;
 
 use crate::authn::Identity;
-use crate::model::{Action, MAX_STEPS_PER_TOKEN};
+use crate::model::{Action, Decided, MAX_DECIDED_PER_STEP, MAX_STEPS_PER_TOKEN, StepSlot, Verdict};
 
 /// Proof that policy allowed `action` on `step` for `identity`. Only [`Policies::decide`]
 /// makes one.
@@ -27,7 +27,7 @@ pub struct Permit {
     identity: Arc<Identity>,
     step: String,
     action: Action,
-    reasons: Vec<String>,
+    reasons: Arc<[String]>,
 }
 
 impl Permit {
@@ -179,14 +179,16 @@ impl Policies {
     }
 
     /// The principal and the entity set of (principal, step), from the token's slot when it
-    /// has them for this generation, else built and kept there.
+    /// has them for this generation, else built and kept there; with them the decision kept
+    /// for `memo`, when there is one.
     fn entities(
         vocabulary: &Vocabulary,
         identity: &Identity,
         step: &str,
         step_entity: &cedar_policy::Entity,
         generation: u64,
-    ) -> Result<(Arc<cedar_policy::Entity>, Arc<Entities>), AuthzError> {
+        memo: Option<&Memo>,
+    ) -> Result<Slotted, AuthzError> {
         let slot = &identity.cedar;
         let principal = slot
             .principal
@@ -197,10 +199,13 @@ impl Policies {
             .per_step
             .lock()
             .map_err(|_| AuthzError("entity cache poisoned".into()))?;
-        if let Some((g, ents)) = per_step.get(step)
-            && *g == generation
+        if let Some(kept) = per_step.get(step)
+            && kept.generation == generation
         {
-            return Ok((principal, ents.clone()));
+            return Ok(match memo.and_then(|m| m.find(&kept.decided)) {
+                Some(verdict) => Slotted::Decided(verdict),
+                None => Slotted::Built(principal, kept.entities.clone()),
+            });
         }
         let ents = Arc::new(
             Entities::from_entities([(*principal).clone(), step_entity.clone()], None)
@@ -209,8 +214,35 @@ impl Policies {
         if per_step.len() >= MAX_STEPS_PER_TOKEN {
             per_step.clear();
         }
-        per_step.insert(step.to_string(), (generation, ents.clone()));
-        Ok((principal, ents))
+        per_step.insert(
+            step.to_string(),
+            StepSlot {
+                generation,
+                entities: ents.clone(),
+                decided: Decided::default(),
+            },
+        );
+        Ok(Slotted::Built(principal, ents))
+    }
+
+    /// Keeps `verdict` for `memo` in the token's slot for `step`, if the slot is still of
+    /// `generation`.
+    fn remember(identity: &Identity, step: &str, generation: u64, memo: &Memo, verdict: &Verdict) {
+        let Ok(mut per_step) = identity.cedar.per_step.lock() else {
+            return;
+        };
+        if let Some(kept) = per_step.get_mut(step)
+            && kept.generation == generation
+        {
+            let decided = &mut kept.decided;
+            if decided.second != memo.second || decided.by.len() >= MAX_DECIDED_PER_STEP {
+                decided.by.clear();
+                decided.second = memo.second;
+            }
+            decided
+                .by
+                .push((memo.source_ip, memo.token_age, memo.action, verdict.clone()));
+        }
     }
 
     /// Decides one request.
@@ -231,17 +263,63 @@ impl Policies {
             .steps
             .get(step)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
-        let (principal, ents) =
-            Self::entities(vocabulary, identity, step, step_entity, live.generation)?;
-        let context = self.context(facts, identity, &bundle.input_use)?;
-        let request = Request::new(
-            principal.uid(),
-            vocabulary.action(action).clone(),
-            step_entity.uid(),
-            context,
-            None,
-        )
-        .map_err(|e| AuthzError(e.to_string()))?;
+        // With `input` in the context a decision is the request's own; without it, it is
+        // shared by this second's requests of the token from the same address.
+        let memo = (!(bundle.input_use.is_read() && facts.input.is_some())).then(|| Memo {
+            second: crate::clock::unix_secs(facts.now),
+            source_ip: facts.source_ip,
+            token_age: entities::token_age(facts, identity),
+            action,
+        });
+        let verdict = match Self::entities(
+            vocabulary,
+            identity,
+            step,
+            step_entity,
+            live.generation,
+            memo.as_ref(),
+        )? {
+            Slotted::Decided(verdict) => verdict,
+            Slotted::Built(principal, ents) => {
+                let context = self.context(facts, identity, &bundle.input_use)?;
+                let request = Request::new(
+                    principal.uid(),
+                    vocabulary.action(action).clone(),
+                    step_entity.uid(),
+                    context,
+                    None,
+                )
+                .map_err(|e| AuthzError(e.to_string()))?;
+                let verdict = self.evaluate(bundle, &request, &ents, step, action)?;
+                if let Some(m) = &memo {
+                    Self::remember(identity, step, live.generation, m, &verdict);
+                }
+                verdict
+            }
+        };
+        Ok(if verdict.allowed {
+            Ok(Permit {
+                identity: Arc::clone(identity),
+                step: step.to_string(),
+                action,
+                reasons: verdict.reasons,
+            })
+        } else {
+            Err(Denied {
+                reasons: verdict.reasons.to_vec(),
+            })
+        })
+    }
+
+    /// Evaluates `request` (`action` on `step`) against the policies that can apply to it.
+    fn evaluate(
+        &self,
+        bundle: &PolicyBundle,
+        request: &Request,
+        ents: &Entities,
+        step: &str,
+        action: Action,
+    ) -> Result<Verdict, AuthzError> {
         let sets = bundle
             .applicable(step, action)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no policy index")))?;
@@ -252,7 +330,7 @@ impl Policies {
         let (mut failed_forbids, mut forbidden, mut permitted) =
             (Vec::new(), Vec::new(), Vec::new());
         for set in sets {
-            let response = self.authorizer.is_authorized(&request, set, &ents);
+            let response = self.authorizer.is_authorized(request, set, ents);
             failed_forbids.extend(response.diagnostics().errors().filter_map(|e| {
                 tracing::warn!(message = "Policy failed to evaluate.", error = %e);
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
@@ -265,22 +343,56 @@ impl Policies {
                 Decision::Deny => forbidden.extend(reasons),
             }
         }
-        if !failed_forbids.is_empty() {
-            return Ok(Err(Denied {
-                reasons: failed_forbids,
-            }));
-        }
-        Ok(if forbidden.is_empty() && !permitted.is_empty() {
-            Ok(Permit {
-                identity: Arc::clone(identity),
-                step: step.to_string(),
-                action,
-                reasons: permitted,
-            })
+        Ok(if !failed_forbids.is_empty() {
+            Verdict {
+                allowed: false,
+                reasons: failed_forbids.into(),
+            }
+        } else if forbidden.is_empty() && !permitted.is_empty() {
+            Verdict {
+                allowed: true,
+                reasons: permitted.into(),
+            }
         } else {
-            Err(Denied { reasons: forbidden })
+            Verdict {
+                allowed: false,
+                reasons: forbidden.into(),
+            }
         })
     }
+}
+
+/// What a decision without `input` depends on beside the token, the step and the policy
+/// generation (the members of its context: [`entities::context`]).
+struct Memo {
+    second: u64,
+    source_ip: IpAddr,
+    token_age: u64,
+    action: Action,
+}
+
+impl Memo {
+    /// The decision kept for this memo, if `decided` is of its second and holds it.
+    fn find(&self, decided: &Decided) -> Option<Verdict> {
+        if decided.second != self.second {
+            return None;
+        }
+        decided
+            .by
+            .iter()
+            .find(|(ip, age, action, _)| {
+                *ip == self.source_ip && *age == self.token_age && *action == self.action
+            })
+            .map(|(.., v)| v.clone())
+    }
+}
+
+/// What the token's slot gave for a step.
+enum Slotted {
+    /// A decision kept for the request's memo.
+    Decided(Verdict),
+    /// The principal and the entity set, to decide with.
+    Built(Arc<cedar_policy::Entity>, Arc<Entities>),
 }
 
 /// A policy's id as the audit record and the answer name it: the id as written (`Display`

@@ -1,4 +1,5 @@
-//! Decisions that share a per-second context must still see their own address and token age.
+//! Decisions that share a per-second context (and a kept decision) must still see their own
+//! address, token age, input and policy generation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ credentials = "c"
 "#;
 
 fn policies(text: &str) -> Policies {
+    Policies::new(bundle(text))
+}
+
+fn bundle(text: &str) -> PolicyBundle {
     let schema = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies/schema.cedarschema"
@@ -43,7 +48,7 @@ fn policies(text: &str) -> Policies {
         schema: (PathBuf::from("schema.cedarschema"), schema),
     };
     let settings = crate::config::parse(CONFIG, Path::new("/etc/stepgate/stepgate.toml")).unwrap();
-    Policies::new(policies::build(&src, &settings.steps).unwrap())
+    policies::build(&src, &settings.steps).unwrap()
 }
 
 fn caller(issued_secs_ago: u64, now: std::time::SystemTime) -> Arc<Identity> {
@@ -177,4 +182,43 @@ fn reasons_name_policies_by_the_id_as_written() {
         .unwrap()
         .unwrap_err();
     assert_eq!(denied.reasons, ["no\tstop"]);
+}
+
+#[test]
+fn a_decision_shared_within_a_second_ends_with_a_reload_and_never_answers_for_input() {
+    let p = policies(
+        r#"@id("no-full") permit (principal, action == Action::"start", resource)
+        when { !(context has input && context.input has full_refresh && context.input.full_refresh) };"#,
+    );
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let id = caller(5, now);
+    // Decided without input (and kept for this second), then asked with an input the policy
+    // refuses: the kept decision must not answer.
+    assert!(allowed(&p, &id, [10, 0, 0, 1], now));
+    let full = serde_json::json!({"full_refresh": true});
+    let facts = RequestFacts {
+        source_ip: [10, 0, 0, 1].into(),
+        now,
+        input: Some(&full),
+    };
+    assert!(
+        p.decide(&id, "load", Action::Start, &facts)
+            .unwrap()
+            .is_err()
+    );
+    // A reload in the same second decides again, for the same token, address and action.
+    assert!(allowed(&p, &id, [10, 0, 0, 1], now));
+    p.replace(bundle(
+        r#"@id("stop-only") permit (principal, action == Action::"stop", resource);"#,
+    ));
+    assert!(!allowed(&p, &id, [10, 0, 0, 1], now));
+    let stop = RequestFacts {
+        source_ip: [10, 0, 0, 1].into(),
+        now,
+        input: None,
+    };
+    let permit = p.decide(&id, "load", Action::Stop, &stop).unwrap().unwrap();
+    assert_eq!(permit.reasons(), ["stop-only"]);
+    // The same token keeps its decisions per action.
+    assert!(!allowed(&p, &id, [10, 0, 0, 1], now));
 }
