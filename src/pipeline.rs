@@ -16,7 +16,7 @@ use crate::audit::{AuditTicket, CallerRef, Entry, record::sha256_hex};
 use crate::authn::Identity;
 use crate::authz::RequestFacts;
 use crate::error::Error;
-use crate::forward::{self, Outcome};
+use crate::forward::{self, Outcome, Raw};
 use crate::listen::body;
 use crate::model::Action;
 use crate::respond::{self, Body};
@@ -285,11 +285,12 @@ where
     }
     if trail.aws {
         // A fronted AWS caller gets the upstream's own answer.
-        return Ok(respond::json(
-            StatusCode::OK,
-            outcome.raw(),
-            &trail.request_id,
-        ));
+        return Ok(match outcome.raw() {
+            Raw::Verbatim(answer) => {
+                respond::json_bytes(StatusCode::OK, answer.clone(), &trail.request_id)
+            }
+            Raw::Json(v) => respond::json(StatusCode::OK, v, &trail.request_id),
+        });
     }
     let body = match &outcome {
         Outcome::Started {

@@ -17,7 +17,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// A JSON response.
 pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    json_bytes(status, Bytes::from(body), request_id)
+}
+
+/// A JSON response whose body is already JSON text.
+pub fn json_bytes(status: StatusCode, body: Bytes, request_id: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

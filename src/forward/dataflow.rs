@@ -124,7 +124,7 @@ impl Client<'_> {
                     execution_id: id,
                     existing: false,
                     result: None,
-                    raw: v,
+                    raw: v.into(),
                 })
             }
             // A job of that name is active: ours from an earlier try, or another input's.
@@ -176,7 +176,7 @@ impl Client<'_> {
             execution_id: id,
             existing: true,
             result: None,
-            raw: json!({"job": job}),
+            raw: json!({"job": job}).into(),
         }))
     }
 
@@ -200,7 +200,7 @@ impl Client<'_> {
         Ok(Outcome::Described {
             execution_id: job_id.to_string(),
             body: summary(&job),
-            raw: job,
+            raw: job.into(),
         })
     }
 
@@ -219,7 +219,7 @@ impl Client<'_> {
         Ok(Outcome::Stopped {
             execution_id: job_id.to_string(),
             body: summary(&job),
-            raw: job,
+            raw: job.into(),
         })
     }
 
@@ -256,7 +256,7 @@ impl Client<'_> {
             .unwrap_or_default();
         Ok(Outcome::Listed {
             body: json!({"executions": jobs, "next_token": v.get("nextPageToken")}),
-            raw: v,
+            raw: v.into(),
         })
     }
 

@@ -26,7 +26,7 @@ pub enum Outcome {
         /// For synchronous starts: `status`, `output`, `error`, `cause`, `stop_date`.
         result: Option<serde_json::Value>,
         /// The upstream's answer, for callers of the fronting API.
-        raw: serde_json::Value,
+        raw: Raw,
     },
     /// Execution details.
     Described {
@@ -35,14 +35,14 @@ pub enum Outcome {
         /// Normalized details.
         body: serde_json::Value,
         /// The upstream's answer.
-        raw: serde_json::Value,
+        raw: Raw,
     },
     /// The step's executions (one page).
     Listed {
         /// `{"executions": [...], "next_token": ...}`.
         body: serde_json::Value,
         /// The upstream's answer.
-        raw: serde_json::Value,
+        raw: Raw,
     },
     /// The execution was asked to stop.
     Stopped {
@@ -51,13 +51,13 @@ pub enum Outcome {
         /// Normalized details.
         body: serde_json::Value,
         /// The upstream's answer.
-        raw: serde_json::Value,
+        raw: Raw,
     },
 }
 
 impl Outcome {
     /// The upstream's own answer (what a fronted AWS caller gets).
-    pub fn raw(&self) -> &serde_json::Value {
+    pub fn raw(&self) -> &Raw {
         match self {
             Outcome::Started { raw, .. }
             | Outcome::Described { raw, .. }
@@ -74,6 +74,22 @@ impl Outcome {
             | Outcome::Stopped { execution_id, .. } => Some(execution_id),
             Outcome::Listed { .. } => None,
         }
+    }
+}
+
+/// The upstream's answer as a fronted caller gets it.
+#[derive(Debug, Clone)]
+pub enum Raw {
+    /// The body as the upstream sent it (read as JSON, so it is JSON).
+    Verbatim(bytes::Bytes),
+    /// The answer as stepgate holds it (read into a value, or made up, as for a start found
+    /// by its name).
+    Json(serde_json::Value),
+}
+
+impl From<serde_json::Value> for Raw {
+    fn from(v: serde_json::Value) -> Self {
+        Raw::Json(v)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Outcome, UpstreamError, sigv4};
+use super::{Outcome, Raw, UpstreamError, sigv4};
 use crate::clock::Clock;
 use crate::config::StateMachineArn;
 use crate::http_client::HttpClient;
@@ -45,14 +45,14 @@ impl Client<'_> {
             input,
         };
         match self
-            .call("AWSStepFunctions.StartExecution", &body, true)
+            .call_as("AWSStepFunctions.StartExecution", &body, true, started)
             .await
         {
-            Ok(v) => Ok(Outcome::Started {
-                execution_id: str_field(&v, "executionArn")?,
+            Ok((execution_id, answer)) => Ok(Outcome::Started {
+                execution_id,
                 existing: false,
                 result: None,
-                raw: v,
+                raw: Raw::Verbatim(answer),
             }),
             Err(UpstreamError::Answered { code, .. }) if code == "ExecutionAlreadyExists" => {
                 let arn = format!("{}{name}", machine.execution_prefix());
@@ -73,7 +73,7 @@ impl Client<'_> {
                         execution_id: arn.clone(),
                         existing: true,
                         result: None,
-                        raw: json!({"executionArn": arn, "startDate": d.get("startDate")}),
+                        raw: json!({"executionArn": arn, "startDate": d.get("startDate")}).into(),
                     })
                 } else {
                     Err(UpstreamError::Conflict(format!(
@@ -118,7 +118,7 @@ impl Client<'_> {
             execution_id: str_field(&v, "executionArn")?,
             existing: false,
             result: Some(Value::Object(result)),
-            raw: v,
+            raw: v.into(),
         })
     }
 
@@ -160,7 +160,7 @@ impl Client<'_> {
             .unwrap_or_default();
         Ok(Outcome::Listed {
             body: json!({"executions": executions, "next_token": v.get("nextToken")}),
-            raw: v,
+            raw: v.into(),
         })
     }
 
@@ -191,7 +191,7 @@ impl Client<'_> {
         Ok(Outcome::Described {
             execution_id: execution_arn.to_string(),
             body: Value::Object(body),
-            raw: v,
+            raw: v.into(),
         })
     }
 
@@ -207,7 +207,7 @@ impl Client<'_> {
         Ok(Outcome::Stopped {
             execution_id: execution_arn.to_string(),
             body: json!({"execution_id": execution_arn, "stop_date": v.get("stopDate")}),
-            raw: v,
+            raw: v.into(),
         })
     }
 
@@ -220,7 +220,19 @@ impl Client<'_> {
         body: &B,
         idempotent: bool,
     ) -> Result<Value, UpstreamError> {
-        super::with_retries(idempotent, retryable, || self.call_once(target, body)).await
+        self.call_as(target, body, idempotent, json_value).await
+    }
+
+    /// [`Self::call`], its success answer read by `read` (inside each try: an answer that does
+    /// not read is retried like a failed exchange).
+    async fn call_as<B: serde::Serialize + Sync, T>(
+        &self,
+        target: &'static str,
+        body: &B,
+        idempotent: bool,
+        read: fn(Bytes) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        super::with_retries(idempotent, retryable, || self.call_once(target, body, read)).await
     }
 
     /// The signed `POST` of one call. Built apart from [`Self::call_once`] so the request,
@@ -255,17 +267,17 @@ impl Client<'_> {
         Ok(req)
     }
 
-    async fn call_once<B: serde::Serialize + Sync>(
+    async fn call_once<B: serde::Serialize + Sync, T>(
         &self,
         target: &'static str,
         body: &B,
-    ) -> Result<Value, UpstreamError> {
+        read: fn(Bytes) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
         let req = self.signed_request(target, body)?;
         let resp = super::exchange(self.http, req, self.timeout).await?;
         let status = resp.status();
         if status.is_success() {
-            return serde_json::from_slice(resp.body())
-                .map_err(|e| UpstreamError::Transport(format!("states answered non-JSON: {e}")));
+            return read(resp.into_body());
         }
         let header_type = resp
             .headers()
@@ -274,6 +286,29 @@ impl Client<'_> {
             .map(str::to_string);
         Err(parse_error(status.as_u16(), header_type, resp.body()))
     }
+}
+
+/// A success answer as JSON.
+fn json_value(body: Bytes) -> Result<Value, UpstreamError> {
+    serde_json::from_slice(&body)
+        .map_err(|e| UpstreamError::Transport(format!("states answered non-JSON: {e}")))
+}
+
+/// A `StartExecution` answer: the execution ARN, and the answer as sent (a fronted caller gets
+/// it byte for byte). Read whole as JSON, the ARN borrowed and the rest skipped.
+fn started(body: Bytes) -> Result<(String, Bytes), UpstreamError> {
+    #[derive(serde::Deserialize)]
+    struct Started<'a> {
+        #[serde(rename = "executionArn", borrow)]
+        execution_arn: Option<std::borrow::Cow<'a, str>>,
+    }
+    let s: Started<'_> = serde_json::from_slice(&body)
+        .map_err(|e| UpstreamError::Transport(format!("states answered no readable start: {e}")))?;
+    let arn = s
+        .execution_arn
+        .ok_or_else(|| UpstreamError::Transport("states answer has no `executionArn`".into()))?
+        .into_owned();
+    Ok((arn, body))
 }
 
 /// The request body of `StartExecution` and `StartSyncExecution`.
@@ -354,6 +389,35 @@ pub fn parse_error(status: u16, header_type: Option<String>, body: &[u8]) -> Ups
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_answer_is_read_for_its_arn_and_kept_byte_for_byte() {
+        let answer = Bytes::from_static(
+            br#"{"startDate":1.764892800123E9,"executionArn":"arn:aws:states:us-east-1:1:execution:m:sg-1","extra":[1,{"a":null}]}"#,
+        );
+        let (arn, kept) = started(answer.clone()).unwrap();
+        assert_eq!(arn, "arn:aws:states:us-east-1:1:execution:m:sg-1");
+        assert_eq!(kept, answer);
+        // An escaped ARN is read unescaped.
+        let (arn, _) = started(Bytes::from_static(br#"{"executionArn":"arn:a\u003ab"}"#)).unwrap();
+        assert_eq!(arn, "arn:a:b");
+        for bad in [
+            &br#"{"startDate":1}"#[..],
+            br#"{"executionArn":7}"#,
+            br#"{"executionArn":"a"} trailing"#,
+            br#"{"executionArn":"a","#,
+            b"<html>busy</html>",
+        ] {
+            assert!(
+                matches!(
+                    started(Bytes::from_static(bad)),
+                    Err(UpstreamError::Transport(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn error_codes_are_sanitized_and_messages_kept() {
