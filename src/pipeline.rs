@@ -36,7 +36,8 @@ pub struct Trail {
     step: Option<String>,
     input_sha256: Option<String>,
     input_fields: Option<serde_json::Map<String, serde_json::Value>>,
-    reasons: Vec<String>,
+    /// The permitting policy ids, once a policy permitted.
+    reasons: Option<Arc<[String]>>,
     /// The allow decision is durable: what follows is an `outcome`.
     ticket: Option<AuditTicket>,
     /// A fronted AWS request: answers in the AWS JSON protocol's shapes.
@@ -59,7 +60,7 @@ impl Trail {
             action: self.action.map(Action::as_str),
             step: self.step.as_deref(),
             decision,
-            reasons: &self.reasons,
+            reasons: self.reasons.as_deref().unwrap_or(&[]),
             input_sha256: self.input_sha256.as_deref(),
             input_fields: self.input_fields.as_ref(),
             status: None,
@@ -162,7 +163,7 @@ where
         step: None,
         input_sha256: None,
         input_fields: None,
-        reasons: Vec::new(),
+        reasons: None,
         ticket: None,
         aws: false,
     };
@@ -378,7 +379,7 @@ fn admit(
     let permit = app
         .policies
         .decide(identity, &route.step, route.action, &facts)??; // 403 / 503
-    trail.reasons = permit.reasons().to_vec();
+    trail.reasons = Some(permit.shared_reasons());
     let idem = parts
         .headers
         .get("idempotency-key")

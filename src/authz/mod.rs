@@ -47,6 +47,10 @@ impl Permit {
     pub fn reasons(&self) -> &[String] {
         &self.reasons
     }
+    /// The permitting policy ids, shared (no copy per request).
+    pub fn shared_reasons(&self) -> Arc<[String]> {
+        Arc::clone(&self.reasons)
+    }
 }
 
 /// A denial, with the deciding `forbid` policy ids (empty: nothing permitted it).
@@ -143,35 +147,35 @@ impl Policies {
         e
     }
 
-    /// The request's context: with `input` when a policy reads it and the request has one,
-    /// else the context shared by this second's requests from the same address with tokens
-    /// of the same age.
+    /// The request's context: its own, with `input`, when there is no `shared` key (a policy
+    /// reads the input and the request has one); else the context shared by the requests of
+    /// `shared`'s second from the same address with tokens of the same age.
     fn context(
         &self,
         facts: &RequestFacts<'_>,
         identity: &Identity,
         input_use: &input_use::InputUse,
+        shared: Option<&Memo>,
     ) -> Result<Context, AuthzError> {
         let build = |input| {
             entities::context(facts, identity, self.source_ip(facts.source_ip), input)
                 .map_err(|e| AuthzError(e.0))
         };
-        if input_use.is_read() && facts.input.is_some() {
+        let Some(m) = shared else {
             return build(Some(input_use));
-        }
-        let second = crate::clock::unix_secs(facts.now);
-        let key = (facts.source_ip, entities::token_age(facts, identity));
+        };
+        let key = (m.source_ip, m.token_age);
         if let Ok(c) = self.contexts.lock()
-            && c.second == second
+            && c.second == m.second
             && let Some(ctx) = c.by_source.get(&key)
         {
             return Ok(ctx.clone());
         }
         let ctx = build(None)?;
         if let Ok(mut c) = self.contexts.lock() {
-            if c.second != second || c.by_source.len() >= MAX_CACHED_CONTEXTS {
+            if c.second != m.second || c.by_source.len() >= MAX_CACHED_CONTEXTS {
                 c.by_source.clear();
-                c.second = second;
+                c.second = m.second;
             }
             c.by_source.insert(key, ctx.clone());
         }
@@ -263,14 +267,7 @@ impl Policies {
             .steps
             .get(step)
             .ok_or_else(|| AuthzError(format!("step `{step}` has no entity")))?;
-        // With `input` in the context a decision is the request's own; without it, it is
-        // shared by this second's requests of the token from the same address.
-        let memo = (!(bundle.input_use.is_read() && facts.input.is_some())).then(|| Memo {
-            second: crate::clock::unix_secs(facts.now),
-            source_ip: facts.source_ip,
-            token_age: entities::token_age(facts, identity),
-            action,
-        });
+        let memo = Memo::of(facts, identity, action, &bundle.input_use);
         let verdict = match Self::entities(
             vocabulary,
             identity,
@@ -281,7 +278,7 @@ impl Policies {
         )? {
             Slotted::Decided(verdict) => verdict,
             Slotted::Built(principal, ents) => {
-                let context = self.context(facts, identity, &bundle.input_use)?;
+                let context = self.context(facts, identity, &bundle.input_use, memo.as_ref())?;
                 let request = Request::new(
                     principal.uid(),
                     vocabulary.action(action).clone(),
@@ -362,8 +359,9 @@ impl Policies {
     }
 }
 
-/// What a decision without `input` depends on beside the token, the step and the policy
-/// generation (the members of its context: [`entities::context`]).
+/// What a context without `input` is a function of (its members: [`entities::context`]), and
+/// with the action what a decision made with it depends on beside the token, the step and the
+/// policy generation. The one place that says when a request's context and decision are shared.
 struct Memo {
     second: u64,
     source_ip: IpAddr,
@@ -372,6 +370,25 @@ struct Memo {
 }
 
 impl Memo {
+    /// `None` when a policy reads `input` and the request has one: then the context and the
+    /// decision are the request's own.
+    fn of(
+        facts: &RequestFacts<'_>,
+        identity: &Identity,
+        action: Action,
+        input_use: &input_use::InputUse,
+    ) -> Option<Self> {
+        if input_use.is_read() && facts.input.is_some() {
+            return None;
+        }
+        Some(Memo {
+            second: crate::clock::unix_secs(facts.now),
+            source_ip: facts.source_ip,
+            token_age: entities::token_age(facts, identity),
+            action,
+        })
+    }
+
     /// The decision kept for this memo, if `decided` is of its second and holds it.
     fn find(&self, decided: &Decided) -> Option<Verdict> {
         if decided.second != self.second {
